@@ -1,0 +1,8 @@
+"""Placeholder replaced below."""
+
+import click
+
+
+@click.group()
+def main() -> None:
+    """smsmta."""
