@@ -1,8 +1,202 @@
-"""Placeholder replaced below."""
+"""`smsmta`: the one console script; every service and tool is a subcommand.
+
+Exit codes: 0 success, 1 failure at run time, 2 bad input (invalid settings, usage).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import click
+from sqlalchemy import URL
+
+from smsmta import __version__, settings
+from smsmta.db.engine import database
+
+SIDE_CHOICES = click.Choice(["mid", "marketing", "all"])
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="smsmta")
 def main() -> None:
-    """smsmta."""
+    """smsmta: bulk SMS over SMPP 3.4 with durable, reconciled delivery receipts."""
+
+
+# --- config ------------------------------------------------------------------------
+
+
+@main.group()
+def config() -> None:
+    """Check settings files and print their schema."""
+
+
+@config.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def config_check(files: tuple[str, ...]) -> None:
+    """Validate FILES: print every problem and exit 2, or one line per account and exit 0."""
+    try:
+        loaded = settings.load_many(files)
+    except settings.ConfigError as exc:
+        for issue in exc.issues:
+            click.echo(str(issue), err=True)
+        count = len(exc.issues)
+        click.echo(f"{count} problem{'s' if count != 1 else ''} found", err=True)
+        sys.exit(2)
+    for path, cfg in zip(files, loaded, strict=True):
+        if not cfg.accounts:
+            click.echo(f"{path}: {cfg.kind}: no accounts")
+        for account in cfg.accounts:
+            click.echo(f"{path}: {_describe(cfg, account)}")
+
+
+def _describe(
+    cfg: settings.MidConfig | settings.MarketingConfig,
+    account: settings.Account | settings.MarketingAccount,
+) -> str:
+    state = "enabled" if account.enabled else "disabled"
+    if isinstance(account, settings.MarketingAccount):
+        return f"marketing account {account.name} ({state}): {account.operator} @ {account.mid_url}"
+    assert isinstance(cfg, settings.MidConfig)
+    c, t = account.connection, account.throughput
+    rate = f"{t.max_mt_per_second:g} MT/s" if t.max_mt_per_second else "no rate cap"
+    return (
+        f"mid account {account.name} ({state}): {c.mode.value} {c.system_id}@{c.server}:{c.port}"
+        f"{' tls' if c.tls else ''}, {c.connections} connection(s) x {cfg.mta.children} "
+        f"children, window {t.window}, {rate}"
+    )
+
+
+@config.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of settings files (for editor completion)."""
+    click.echo(json.dumps(settings.json_schema(), indent=2))
+
+
+# --- db ------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Create and migrate the database schemas."""
+
+
+def _db_options(func: click.decorators.FC) -> click.decorators.FC:
+    func = click.option(
+        "--side",
+        type=SIDE_CHOICES,
+        default=None,
+        help="Which schema: mid, marketing or all (default: the config file's kind, else all).",
+    )(func)
+    func = click.option(
+        "--url", help="Database URL; default: SMSMTA_DATABASE_URL, the config's, else embedded."
+    )(func)
+    func = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        help="A settings file naming the database.",
+    )(func)
+    return func
+
+
+@contextmanager
+def _target(
+    config_path: str | None, url: str | None, side: str | None
+) -> Iterator[tuple[URL, list[str]]]:
+    embedded_dir = None
+    if config_path is not None:
+        try:
+            cfg = settings.load(config_path)
+        except settings.ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        url = url or settings.database_url(cfg)
+        embedded_dir = cfg.database.embedded_dir
+        side = side or cfg.kind
+    sides = ["mid", "marketing"] if side in (None, "all") else [side]
+    with database(url, embedded_dir) as target:
+        yield target, sides
+
+
+@db.command("upgrade")
+@_db_options
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(config_path: str | None, url: str | None, side: str | None, revision: str) -> None:
+    """Migrate the schemas up (to their heads by default)."""
+    from smsmta.db import migrate
+
+    with _target(config_path, url, side) as (target, sides):
+        for name in sides:
+            migrate.upgrade(target, name, revision)
+            click.echo(f"{name}: at {', '.join(migrate.current(target, name)) or 'base'}")
+
+
+@db.command("downgrade")
+@_db_options
+@click.option("--revision", default="-1", show_default=True, help="'-1', 'base' or a revision.")
+def db_downgrade(config_path: str | None, url: str | None, side: str | None, revision: str) -> None:
+    """Migrate the schemas down (one step by default)."""
+    from smsmta.db import migrate
+
+    with _target(config_path, url, side) as (target, sides):
+        for name in reversed(sides):
+            migrate.downgrade(target, name, revision)
+            click.echo(f"{name}: at {', '.join(migrate.current(target, name)) or 'base'}")
+
+
+@db.command("current")
+@_db_options
+def db_current(config_path: str | None, url: str | None, side: str | None) -> None:
+    """Print the revision each schema is at."""
+    from smsmta.db import migrate
+
+    with _target(config_path, url, side) as (target, sides):
+        for name in sides:
+            at = migrate.current(target, name)
+            head = migrate.heads(name)
+            state = "up to date" if set(at) == set(head) else f"head is {', '.join(head)}"
+            click.echo(f"{name}: at {', '.join(at) or 'base'} ({state})")
+
+
+# --- demo ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--messages", default=1000, show_default=True, help="Recipients of the delivery.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help="Keep the embedded database here (default: a fresh directory, removed at exit).",
+)
+def demo(messages: int, data_dir: str | None) -> None:
+    """Run the whole stack against the SMSC simulator, with nothing configured."""
+    from smsmta.db import migrate
+
+    scratch = None
+    if data_dir is None:
+        scratch = Path(tempfile.mkdtemp(prefix="smsmta-demo-", dir="/tmp"))
+        data_dir = str(scratch / "pgdata")
+    try:
+        click.echo(f"Starting the embedded PostgreSQL in {data_dir} ...")
+        with database(None, data_dir) as url:
+            for side in ("mid", "marketing"):
+                migrate.upgrade(url, side)
+                click.echo(f"  schema {side}: migrated to {', '.join(migrate.current(url, side))}")
+            click.echo(
+                "The demo will run, under one supervisor: the SMSC simulator, the mid server,\n"
+                "the MTA (2 children), the SMS process and the marketing service; then create an\n"
+                f"operator and a {messages}-recipient delivery and follow it to its KPIs.\n"
+                "Those services are not built yet in this version: the database is ready."
+            )
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

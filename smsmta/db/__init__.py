@@ -1,0 +1,58 @@
+"""The database: typed models of both sides, engines, the embedded PostgreSQL, migrations.
+
+Import models from here: `from smsmta.db import BroadLog, MessageStatus`.
+"""
+
+from smsmta.db.base import MARKETING_SCHEMA, MID_SCHEMA, MarketingBase, MidBase
+from smsmta.db.marketing import (
+    DeliveryError,
+    DeliveryMessage,
+    DeliveryTemplate,
+    MarketingDelivery,
+    MarketingDeliveryState,
+    MarketingMessageStatus,
+    Recipient,
+)
+from smsmta.db.mid import (
+    BroadLog,
+    BroadLogMsg,
+    Delivery,
+    DeliveryState,
+    ExternalAccount,
+    FailureType,
+    InSms,
+    MessageStatus,
+    Operator,
+    ProviderMsgId,
+    ShortCodeBlacklist,
+    TransmissionMode,
+)
+
+SIDES = {"mid": MidBase.metadata, "marketing": MarketingBase.metadata}
+
+__all__ = [
+    "MARKETING_SCHEMA",
+    "MID_SCHEMA",
+    "SIDES",
+    "BroadLog",
+    "BroadLogMsg",
+    "Delivery",
+    "DeliveryError",
+    "DeliveryMessage",
+    "DeliveryState",
+    "DeliveryTemplate",
+    "ExternalAccount",
+    "FailureType",
+    "InSms",
+    "MarketingBase",
+    "MarketingDelivery",
+    "MarketingDeliveryState",
+    "MarketingMessageStatus",
+    "MessageStatus",
+    "MidBase",
+    "Operator",
+    "ProviderMsgId",
+    "Recipient",
+    "ShortCodeBlacklist",
+    "TransmissionMode",
+]

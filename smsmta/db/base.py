@@ -1,0 +1,45 @@
+"""Declarative bases: one naming convention, one metadata per side.
+
+The mid side (schema `mid`) and the marketing side (schema `marketing`) are separate
+metadata objects because the marketing schema may live in another database; each has
+its own alembic branch. Both share the naming convention below, so every constraint and
+index has a predictable name that migrations can refer to.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+MID_SCHEMA = "mid"
+MARKETING_SCHEMA = "marketing"
+
+
+class MidBase(DeclarativeBase):
+    """Tables of the mid server, shared by the mid API, the MTA and the SMS process."""
+
+    metadata = MetaData(schema=MID_SCHEMA, naming_convention=NAMING_CONVENTION)
+
+
+class MarketingBase(DeclarativeBase):
+    """Tables of the marketing service."""
+
+    metadata = MetaData(schema=MARKETING_SCHEMA, naming_convention=NAMING_CONVENTION)
+
+
+def created_at_column() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+def updated_at_column() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())

@@ -1,0 +1,250 @@
+"""Mid-side tables (schema `mid`): operators, accounts, deliveries and their messages.
+
+`broad_log` is the queue: one row per recipient message, claimed by MTA children with
+FOR UPDATE SKIP LOCKED under a lease (`lease_owner`, `lease_expires_at`) so that a dead
+child's claims return to the queue. `provider_msg_id` maps each submitted part's
+provider id back to its `broad_log` row for receipt reconciliation; it has no foreign
+keys on purpose: it is the hottest insert of the system and is purged on its own
+retention, independently of `broad_log`. `broad_log_msg` is the message log of SPEC
+section 7: one row per normalised failure text, qualified hard / soft / ignored.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy import (
+    text as sql,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from smsmta.db.base import MidBase, created_at_column, updated_at_column
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    """A native PostgreSQL enum in the table's schema, stored by value ('pending')."""
+    return Enum(
+        cls,
+        name=name,
+        values_callable=lambda members: [member.value for member in members],
+        validate_strings=True,
+    )
+
+
+class MessageStatus(enum.StrEnum):
+    PENDING = "pending"  # queued, due at next_try_at
+    SENDING = "sending"  # claimed by an MTA child under a lease
+    SENT = "sent"  # every part acknowledged by the SMSC
+    DELIVERED = "delivered"  # final: success receipt
+    FAILED = "failed"  # final: hard failure, retries exhausted or validity over
+    CANCELLED = "cancelled"  # final: the delivery was cancelled before sending
+
+
+class FailureType(enum.StrEnum):
+    HARD = "hard"
+    SOFT = "soft"
+    IGNORED = "ignored"
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"  # being pushed in chunks
+    RUNNING = "running"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    DONE = "done"
+
+
+class TransmissionMode(enum.StrEnum):
+    """SPEC section 6, sent as the dest_addr_subunit TLV."""
+
+    NORMAL = "normal"  # 0
+    FLASH = "flash"  # 1
+    MOBILE_EQUIPMENT = "mobile_equipment"  # 2
+    SIM = "sim"  # 3
+
+
+class Operator(MidBase):
+    __tablename__ = "operator"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    login: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(255))
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    rights: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime] = updated_at_column()
+
+
+class ExternalAccount(MidBase):
+    """A mid account as last loaded from YAML; `settings` is a snapshot, never queried."""
+
+    __tablename__ = "external_account"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    internal_name: Mapped[str] = mapped_column(String(128), unique=True)
+    operator_login: Mapped[str] = mapped_column(String(64))
+    marketing_account: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=sql("true"))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime] = updated_at_column()
+
+
+class Delivery(MidBase):
+    __tablename__ = "delivery"
+    __table_args__ = (UniqueConstraint("account_id", "marketing_delivery_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("external_account.id"))
+    marketing_delivery_id: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(255), server_default="")
+    state: Mapped[DeliveryState] = mapped_column(
+        _enum(DeliveryState, "delivery_state"), server_default=DeliveryState.PENDING.value
+    )
+    # SPEC section 6 options
+    source_addr: Mapped[str | None] = mapped_column(String(21))
+    max_parts: Mapped[int] = mapped_column(SmallInteger, server_default="5")
+    transmission_mode: Mapped[TransmissionMode | None] = mapped_column(
+        _enum(TransmissionMode, "transmission_mode")
+    )
+    validity_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    priority: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    service_type: Mapped[str | None] = mapped_column(String(5))
+    service_id: Mapped[str | None] = mapped_column(String(255))
+    # KPIs
+    to_send: Mapped[int] = mapped_column(Integer, server_default="0")
+    sent: Mapped[int] = mapped_column(Integer, server_default="0")
+    delivered: Mapped[int] = mapped_column(Integer, server_default="0")
+    failed_hard: Mapped[int] = mapped_column(Integer, server_default="0")
+    failed_soft: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime] = updated_at_column()
+
+    account: Mapped[ExternalAccount] = relationship(lazy="raise")
+
+
+class BroadLog(MidBase):
+    """One recipient message; the MTA's queue."""
+
+    __tablename__ = "broad_log"
+    __table_args__ = (
+        UniqueConstraint("delivery_id", "marketing_message_id"),
+        # the queue claim: due pending rows of an account, oldest first
+        Index(
+            "ix_broad_log_claim",
+            "account_id",
+            "next_try_at",
+            postgresql_where=sql("status = 'pending'"),
+        ),
+        # expired leases of dead children
+        Index(
+            "ix_broad_log_lease",
+            "lease_expires_at",
+            postgresql_where=sql("status = 'sending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("delivery.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("external_account.id"))
+    marketing_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    address: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    status: Mapped[MessageStatus] = mapped_column(
+        _enum(MessageStatus, "message_status"), server_default=MessageStatus.PENDING.value
+    )
+    parts: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    retry_count: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    next_try_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    possible_duplicate: Mapped[bool] = mapped_column(Boolean, server_default=sql("false"))
+    failure_type: Mapped[FailureType | None] = mapped_column(_enum(FailureType, "failure_type"))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    broad_log_msg_id: Mapped[int | None] = mapped_column(ForeignKey("broad_log_msg.id"))
+    created_at: Mapped[datetime] = created_at_column()
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    final_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = updated_at_column()
+
+    delivery: Mapped[Delivery] = relationship(lazy="raise")
+
+
+class BroadLogMsg(MidBase):
+    """The message log: one row per normalised failure text (SPEC section 7)."""
+
+    __tablename__ = "broad_log_msg"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, unique=True)  # SR <smsc> <stat> <err>|#MESSAGE#
+    first_text: Mapped[str] = mapped_column(Text)  # SR <smsc> <stat> <err>|MESSAGE=<text>
+    qualification: Mapped[FailureType] = mapped_column(
+        _enum(FailureType, "failure_type"), server_default=FailureType.HARD.value
+    )
+    count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    created_at: Mapped[datetime] = created_at_column()
+    last_seen_at: Mapped[datetime] = created_at_column()
+
+
+class ProviderMsgId(MidBase):
+    """Provider message id of one submitted part -> its broad_log row."""
+
+    __tablename__ = "provider_msg_id"
+    __table_args__ = (Index("ix_provider_msg_id_lookup", "account_id", "provider_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    account_id: Mapped[int] = mapped_column(Integer)
+    provider_id: Mapped[str] = mapped_column(String(65))
+    broad_log_id: Mapped[int] = mapped_column(BigInteger)
+    delivery_id: Mapped[int] = mapped_column(BigInteger)
+    part_no: Mapped[int] = mapped_column(SmallInteger, server_default="1")
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )
+
+
+class InSms(MidBase):
+    """An incoming message (MO), decoded and reassembled."""
+
+    __tablename__ = "in_sms"
+    __table_args__ = (Index("ix_in_sms_account_received", "account_id", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("external_account.id"))
+    source_addr: Mapped[str] = mapped_column(String(21))
+    destination_addr: Mapped[str] = mapped_column(String(21))
+    text: Mapped[str] = mapped_column(Text)
+    data_coding: Mapped[int] = mapped_column(SmallInteger)
+    parts: Mapped[int] = mapped_column(SmallInteger, server_default="1")
+    keyword: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = created_at_column()
+
+
+class ShortCodeBlacklist(MidBase):
+    """An address that asked a short code to stop; applies to that short code only."""
+
+    __tablename__ = "short_code_blacklist"
+
+    short_code: Mapped[str] = mapped_column(String(21), primary_key=True)
+    address: Mapped[str] = mapped_column(String(32), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(64), server_default="")
+    since: Mapped[datetime] = created_at_column()

@@ -1,0 +1,544 @@
+"""Settings: pydantic models of the YAML files, and `load(path)`.
+
+Two kinds of file, told apart by their top-level `kind:`:
+
+- `kind: mid` describes a mid server: its database, its services (mid HTTP API, MTA,
+  SMS process) and its SMPP external accounts, every setting of SPEC section 4.
+- `kind: marketing` describes the marketing service: its database and the marketing
+  external accounts that route deliveries to a mid server.
+
+Contract: `load(path)` returns a validated, immutable model or raises `ConfigError`,
+which lists every problem of the file, each naming the file, the line, the account
+and the dotted field. Secrets (`password`, the database URL) may be written as
+`${ENV_VAR}` or `{file: /path}`; they are resolved at load and held as `SecretStr`, so
+they print as `**********` in reprs, logs and errors. Touches: the file system (the
+YAML file, secret files) and the environment, nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from smpp.receipt import (
+    DEFAULT_ERROR_REGEX,
+    DEFAULT_ID_REGEX,
+    DEFAULT_SUCCESS_REGEX,
+    IdFormat,
+    check_id_regex,
+    check_stat_regex,
+)
+
+DATABASE_URL_ENV = "SMSMTA_DATABASE_URL"
+
+# The encodings smpp.text knows; a test checks this list against smpp.text.ENCODING_NAMES.
+EncodingName = Literal[
+    "gsm7",
+    "gsm7_packed",
+    "ascii",
+    "latin1",
+    "ucs2",
+    "gsm7_turkish",
+    "gsm7_spanish",
+    "gsm7_portuguese",
+]
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _resolve_secret(value: Any) -> Any:
+    """Turn `${VAR}`, `${VAR:-default}` and `{file: path}` into the secret's text."""
+    if isinstance(value, dict):
+        if set(value) != {"file"}:
+            raise ValueError("a secret is a string, ${ENV_VAR} or {file: /path/to/file}")
+        path = Path(str(value["file"]))
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ValueError(f"environment variable {name} is not set")
+
+        return _ENV_REF.sub(substitute, value)
+    return value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
+Seconds = Annotated[float, Field(gt=0)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Octet = Annotated[int, Field(ge=0, le=255)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections_take_defaults(cls, data: Any) -> Any:
+        """A section left with only comments (`database:`) is null in YAML: use defaults."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+
+# --- mid side: the SMPP external account (SPEC section 4) -------------------------
+
+
+class Mode(StrEnum):
+    TX_RX = "tx_rx"  # separate transmitter and receiver connections
+    TRX = "trx"  # one transceiver connection carries MT, MO and SR
+
+
+class Connection(_Model):
+    """How to reach and bind to the SMSC."""
+
+    mode: Mode = Mode.TX_RX
+    smsc_name: str = Field(
+        "smsc", min_length=1, description="SMSC implementation name, used in SR message-log texts"
+    )
+    server: str = Field(min_length=1)
+    port: Port = 2775
+    system_id: str = Field(min_length=1, max_length=15, description="SMPP account (system_id)")
+    password: Secret | None = Field(None, description="at most 8 characters on the wire")
+    system_type: str = Field("", max_length=12)
+    connections: int = Field(1, ge=1, le=64, description="binds per MTA child")
+    tls: bool = False
+    tls_ca_file: Path | None = Field(None, description="CA bundle for the SMSC's certificate")
+    verbose_trace: bool = Field(False, description="every PDU to the log, password masked")
+
+    @field_validator("password")
+    @classmethod
+    def _password_fits_bind(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) > 8:
+            raise ValueError("SMPP 3.4 passwords are at most 8 characters")
+        return value
+
+
+class Receiver(_Model):
+    """Settings of the receiver binds when they differ from the transmitter's."""
+
+    server: str = Field(min_length=1)
+    port: Port = 2775
+    system_id: str = Field(min_length=1, max_length=15)
+    password: Secret | None = None
+    system_type: str = Field("", max_length=12)
+
+    @field_validator("password")
+    @classmethod
+    def _password_fits_bind(cls, value: SecretStr | None) -> SecretStr | None:
+        return Connection._password_fits_bind(value)
+
+
+class Channel(_Model):
+    transliteration: bool = False
+    store_mo: bool = True
+    realtime_kpi: bool = True
+    source_number: str = Field("", max_length=20, description="default source_addr")
+    short_code: str = Field("", max_length=20)
+    source_ton: Octet = 0
+    source_npi: Octet = 0
+    dest_ton: Octet = 1
+    dest_npi: Octet = 1
+    service_type: str = Field("", max_length=5)
+
+
+class Throughput(_Model):
+    window: int = Field(10, ge=1, le=10_000, description="submit_sm outstanding per bind")
+    max_mt_per_second: float = Field(
+        0, ge=0, description="cap for the whole account in any one-second span; 0 = unlimited"
+    )
+    max_binds: int = Field(
+        0, ge=0, description="cap on the account's binds across all children and hosts; 0 = none"
+    )
+    reconnect_delay: Seconds = 10.0
+    mt_timeout: Seconds = 30.0
+    bind_timeout: Seconds = 30.0
+    enquire_link_period: Seconds = 30.0
+
+
+class EncodingRule(_Model):
+    data_coding: Octet
+    encoding: EncodingName
+
+
+DEFAULT_ENCODING_MAPPING = (
+    EncodingRule(data_coding=0, encoding="gsm7"),
+    EncodingRule(data_coding=8, encoding="ucs2"),
+)
+
+
+class Smsc(_Model):
+    """SMSC specifics: encodings, addressing and how receipts are read."""
+
+    encoding_mapping: tuple[EncodingRule, ...] = DEFAULT_ENCODING_MAPPING
+    message_payload: bool = False
+    send_full_phone_number: bool = False
+    skip_tls_verification: bool = False
+    bind_ton: Octet = 0
+    bind_npi: Octet = 0
+    address_range: str = Field("", max_length=40)
+    sr_id_regex: str = DEFAULT_ID_REGEX
+    sr_success_regex: str = DEFAULT_SUCCESS_REGEX
+    sr_error_regex: str = DEFAULT_ERROR_REGEX
+    mt_ack_id_format: IdFormat = IdFormat.AS_IS
+    sr_id_format: IdFormat = IdFormat.AS_IS
+    sr_id_in_optional_fields: bool = False
+    sr_id_in_text_field: bool = False
+    service_id_tlv_tag: int | None = Field(None, ge=0x0001, le=0xFFFF)
+
+    @field_validator("encoding_mapping")
+    @classmethod
+    def _not_empty(cls, value: tuple[EncodingRule, ...]) -> tuple[EncodingRule, ...]:
+        if not value:
+            raise ValueError("at least one encoding is needed")
+        return value
+
+    @field_validator("sr_id_regex")
+    @classmethod
+    def _one_capture_group(cls, value: str) -> str:
+        check_id_regex(value)
+        return value
+
+    @field_validator("sr_success_regex", "sr_error_regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        check_stat_regex(value)
+        return value
+
+
+class ReplyAction(StrEnum):
+    NONE = "none"
+    BLACKLIST = "blacklist"
+    UNBLACKLIST = "unblacklist"
+
+
+class AutoReply(_Model):
+    """One MO rule; an empty keyword or short code matches anything."""
+
+    keyword: str = ""
+    short_code: str = ""
+    reply: str = ""
+    action: ReplyAction = ReplyAction.NONE
+
+
+class Account(_Model):
+    """A mid external account: routing, SMS channel, bulk mode, extended generic SMPP."""
+
+    name: str = Field(
+        min_length=3, description="internal name: <operator login>_<marketing account name>"
+    )
+    operator: str = Field(min_length=1, description="operator login on this mid server")
+    marketing_account: str | None = Field(
+        None, description="marketing account internal name; derived from name when absent"
+    )
+    label: str = ""
+    enabled: bool = True
+    dedicated_process: bool = True
+    connection: Connection
+    receiver: Receiver | None = None
+    channel: Channel = Channel()
+    throughput: Throughput = Throughput()
+    smsc: Smsc = Smsc()
+    auto_replies: tuple[AutoReply, ...] = ()
+
+    @property
+    def receiver_settings(self) -> Receiver:
+        """The receiver binds' settings: their own, or the transmitter's."""
+        if self.receiver is not None:
+            return self.receiver
+        c = self.connection
+        return Receiver(
+            server=c.server,
+            port=c.port,
+            system_id=c.system_id,
+            password=c.password,
+            system_type=c.system_type,
+        )
+
+
+# --- mid side: the services ------------------------------------------------------
+
+
+class Database(_Model):
+    url: Secret | None = Field(
+        None,
+        description=f"SQLAlchemy URL (postgresql+psycopg://...); {DATABASE_URL_ENV} overrides; "
+        "absent: an embedded PostgreSQL in embedded_dir",
+    )
+    embedded_dir: Path | None = Field(
+        None, description="data directory of the embedded PostgreSQL (default: see README)"
+    )
+
+
+class Logging(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class Service(_Model):
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Port | None = None
+
+
+class MidService(Service):
+    listen: str = "127.0.0.1"
+    port: Port = 8080
+    metrics_port: Port | None = 9100
+
+
+class MtaService(Service):
+    children: int = Field(2, ge=1, le=256)
+    metrics_port: Port | None = 9101
+
+
+class SmsProcessService(Service):
+    metrics_port: Port | None = 9102
+
+
+class MidConfig(_Model):
+    kind: Literal["mid"]
+    host_id: str = Field("mid-1", min_length=1, description="this host's id in leases and claims")
+    database: Database = Database()
+    logging: Logging = Logging()
+    mid: MidService = MidService()
+    mta: MtaService = MtaService()
+    sms_process: SmsProcessService = SmsProcessService()
+    accounts: tuple[Account, ...] = ()
+
+    def account(self, name: str) -> Account:
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        raise KeyError(name)
+
+
+# --- marketing side ----------------------------------------------------------------
+
+
+class MarketingAccount(_Model):
+    """A marketing external account: routing, SMS channel, midsourcing mode."""
+
+    name: str = Field(min_length=1, description="internal name")
+    label: str = ""
+    enabled: bool = True
+    mid_url: str = Field(pattern=r"^https?://", description="base URL of the mid server")
+    operator: str = Field(min_length=1, description="operator login on the mid server")
+    password: Secret | None = None
+    verify_tls: bool = True
+
+
+class MarketingService(Service):
+    metrics_port: Port | None = 9104
+    pull_interval: Seconds = 10.0
+
+
+class MarketingConfig(_Model):
+    kind: Literal["marketing"]
+    database: Database = Database()
+    logging: Logging = Logging()
+    marketing: MarketingService = MarketingService()
+    accounts: tuple[MarketingAccount, ...] = ()
+
+
+Config = MidConfig | MarketingConfig
+_CONFIG = TypeAdapter(Annotated[Config, Field(discriminator="kind")])
+
+
+# --- loading and errors ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem of a settings file, located as precisely as the file allows."""
+
+    file: str
+    line: int | None
+    account: str | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        who = f"account {self.account!r}: " if self.account else ""
+        field = f"{self.field}: " if self.field else ""
+        return f"{where}: {who}{field}{self.message}"
+
+
+class ConfigError(Exception):
+    """A settings file could not be loaded; `issues` lists every problem found."""
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues = tuple(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+def load(path: str | os.PathLike[str]) -> MidConfig | MarketingConfig:
+    """Read, validate and cross-check one settings file."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(name, None, None, "", exc.strerror or str(exc))]) from None
+    try:
+        document = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        message = f"not valid YAML: {exc.problem}"
+        raise ConfigError([ConfigIssue(name, line, None, "", message)]) from None
+    if not isinstance(document, dict):
+        message = "the file must be a mapping with a 'kind:' of mid or marketing"
+        raise ConfigError([ConfigIssue(name, 1, None, "", message)])
+    try:
+        config = _CONFIG.validate_python(_plain(document))
+    except ValidationError as exc:
+        raise ConfigError(_issues_from_validation(name, document, exc)) from None
+    problems = list(_cross_checks(name, document, config))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_many(paths: Iterable[str | os.PathLike[str]]) -> list[MidConfig | MarketingConfig]:
+    """Load several files; raise one ConfigError with the problems of all of them."""
+    configs: list[MidConfig | MarketingConfig] = []
+    problems: list[ConfigIssue] = []
+    for path in paths:
+        try:
+            configs.append(load(path))
+        except ConfigError as exc:
+            problems.extend(exc.issues)
+    if problems:
+        raise ConfigError(problems)
+    return configs
+
+
+def database_url(config: MidConfig | MarketingConfig) -> str | None:
+    """The database URL in force: the environment's, else the file's, else None (embedded)."""
+    from_env = os.environ.get(DATABASE_URL_ENV)
+    if from_env:
+        return from_env
+    if config.database.url is not None:
+        return config.database.url.get_secret_value()
+    return None
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of both kinds of file, for editor completion."""
+    return _CONFIG.json_schema()
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's round-trip containers as plain dicts and lists (pydantic wants those)."""
+    if isinstance(node, dict):
+        return {key: _plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(value) for value in node]
+    return node
+
+
+def _locate(document: Any, loc: Sequence[int | str]) -> tuple[int | None, str | None]:
+    """Line (1-based) of the deepest node of `loc` found in the document, and its account."""
+    node, line, account = document, None, None
+    for depth, key in enumerate(loc):
+        try:
+            if isinstance(node, dict) and key in node:
+                line = node.lc.key(key)[0] + 1
+            elif isinstance(node, list) and isinstance(key, int) and key < len(node):
+                line = node.lc.item(key)[0] + 1
+            else:
+                break
+            node = node[key]
+        except (AttributeError, KeyError, TypeError):
+            break
+        if depth == 1 and loc[0] == "accounts" and isinstance(node, dict):
+            account = str(node.get("name", f"#{key}"))
+    return line, account
+
+
+def _issues_from_validation(name: str, document: Any, error: ValidationError) -> list[ConfigIssue]:
+    issues = []
+    for item in error.errors(include_url=False, include_input=False):
+        loc = list(item["loc"])
+        # a discriminated union prefixes its errors with the tag ('mid' or 'marketing')
+        if loc and loc[0] == document.get("kind"):
+            loc = loc[1:]
+        line, account = _locate(document, loc)
+        field = ".".join(str(part) for part in (loc[2:] if account is not None else loc))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif item["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            field, message = "kind", "'kind:' must be 'mid' or 'marketing'"
+            line = _locate(document, ["kind"])[0] or 1
+        issues.append(ConfigIssue(name, line, account, field, message))
+    return issues
+
+
+def _cross_checks(
+    name: str, document: Any, config: MidConfig | MarketingConfig
+) -> Iterable[ConfigIssue]:
+    """Rules that span fields or accounts: naming convention, unique names and SMPP logins."""
+    seen_names: dict[str, int] = {}
+    for index, account in enumerate(config.accounts):
+        if account.name in seen_names:
+            line, _ = _locate(document, ["accounts", index, "name"])
+            other = seen_names[account.name]
+            message = f"the name is already used by account #{other + 1} of this file"
+            yield ConfigIssue(name, line, account.name, "name", message)
+        seen_names.setdefault(account.name, index)
+    if not isinstance(config, MidConfig):
+        return
+    logins: dict[tuple[str, int, str], str] = {}
+    for index, account in enumerate(config.accounts):
+        prefix = f"{account.operator}_"
+        remainder = account.name[len(prefix) :] if account.name.startswith(prefix) else ""
+        expected = f"{account.operator}_{account.marketing_account or '<marketing account>'}"
+        if not remainder or (account.marketing_account and remainder != account.marketing_account):
+            line, _ = _locate(document, ["accounts", index, "name"])
+            message = (
+                f"a mid account's internal name must be <operator login>_<marketing account "
+                f"internal name>: expected {expected!r}"
+            )
+            yield ConfigIssue(name, line, account.name, "name", message)
+        if not account.enabled:
+            continue
+        binds = [("connection", account.connection)]
+        if account.receiver is not None:
+            binds.append(("receiver", account.receiver))
+        for section, bind in binds:
+            key = (bind.server, bind.port, bind.system_id)
+            owner = logins.get(key)
+            if owner is not None and owner != account.name:
+                line, _ = _locate(document, ["accounts", index, section, "system_id"])
+                message = (
+                    f"SMPP login {bind.system_id}@{bind.server}:{bind.port} is also used by "
+                    f"enabled account {owner!r}: receipts would land on the wrong account"
+                )
+                yield ConfigIssue(name, line, account.name, f"{section}.system_id", message)
+            logins.setdefault(key, account.name)

@@ -1,0 +1,56 @@
+"""Fixtures shared by every test: a real PostgreSQL, and a fresh database per test.
+
+SMSMTA_DATABASE_URL, when set, names a server the tests may create databases on (for
+example the machine's PostgreSQL: postgresql://postgres@127.0.0.1:5432/postgres).
+Otherwise the session starts a private embedded PostgreSQL (pgserver) in a directory
+made for it under /tmp, and stops it at the end. No mock database anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import URL
+
+from smsmta.db import migrate
+from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[URL]:
+    """URL of a PostgreSQL server on which the tests may create and drop databases."""
+    named = os.environ.get(DATABASE_URL_ENV)
+    if named:
+        yield normalize_url(named)
+        return
+    root = Path(tempfile.mkdtemp(prefix="smsmta-tests-", dir="/tmp"))
+    with embedded(root / "pgdata") as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_db_url(pg_server_url: URL) -> Iterator[URL]:
+    """A new empty database for one test, dropped afterwards."""
+    name = f"smsmta_test_{uuid.uuid4().hex[:12]}"
+    admin = libpq_dsn(pg_server_url)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg_server_url.set(database=name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def migrated_db_url(fresh_db_url: URL) -> URL:
+    """A fresh database with both schemas at their heads."""
+    for side in migrate.SIDE_NAMES:
+        migrate.upgrade(fresh_db_url, side)
+    return fresh_db_url
