@@ -39,6 +39,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from smpp import constants
+
 
 class IdFormat(StrEnum):
     """How a provider writes a message id (MT-ack id format, SR id format)."""
@@ -447,59 +449,6 @@ def interpret(
 # Synchronous errors
 # ---------------------------------------------------------------------------------------------
 
-# SMPP 3.4 section 5.1.3 command_status names. Kept here so this module does not depend on
-# smpp.constants; callers holding the IntEnum can pass its name instead.
-COMMAND_STATUS_NAMES: Mapping[int, str] = {
-    0x00: "ESME_ROK",
-    0x01: "ESME_RINVMSGLEN",
-    0x02: "ESME_RINVCMDLEN",
-    0x03: "ESME_RINVCMDID",
-    0x04: "ESME_RINVBNDSTS",
-    0x05: "ESME_RALYBND",
-    0x06: "ESME_RINVPRTFLG",
-    0x07: "ESME_RINVREGDLVFLG",
-    0x08: "ESME_RSYSERR",
-    0x0A: "ESME_RINVSRCADR",
-    0x0B: "ESME_RINVDSTADR",
-    0x0C: "ESME_RINVMSGID",
-    0x0D: "ESME_RBINDFAIL",
-    0x0E: "ESME_RINVPASWD",
-    0x0F: "ESME_RINVSYSID",
-    0x11: "ESME_RCANCELFAIL",
-    0x13: "ESME_RREPLACEFAIL",
-    0x14: "ESME_RMSGQFUL",
-    0x15: "ESME_RINVSERTYP",
-    0x33: "ESME_RINVNUMDESTS",
-    0x34: "ESME_RINVDLNAME",
-    0x40: "ESME_RINVDESTFLAG",
-    0x42: "ESME_RINVSUBREP",
-    0x43: "ESME_RINVESMCLASS",
-    0x44: "ESME_RCNTSUBDL",
-    0x45: "ESME_RSUBMITFAIL",
-    0x48: "ESME_RINVSRCTON",
-    0x49: "ESME_RINVSRCNPI",
-    0x50: "ESME_RINVDSTTON",
-    0x51: "ESME_RINVDSTNPI",
-    0x53: "ESME_RINVSYSTYP",
-    0x54: "ESME_RINVREPFLAG",
-    0x55: "ESME_RINVNUMMSGS",
-    0x58: "ESME_RTHROTTLED",
-    0x61: "ESME_RINVSCHED",
-    0x62: "ESME_RINVEXPIRY",
-    0x63: "ESME_RINVDFTMSGID",
-    0x64: "ESME_RX_T_APPN",
-    0x65: "ESME_RX_P_APPN",
-    0x66: "ESME_RX_R_APPN",
-    0x67: "ESME_RQUERYFAIL",
-    0xC0: "ESME_RINVOPTPARSTREAM",
-    0xC1: "ESME_ROPTPARNOTALLWD",
-    0xC2: "ESME_RINVPARLEN",
-    0xC3: "ESME_RMISSINGOPTPARAM",
-    0xC4: "ESME_RINVOPTPARAMVAL",
-    0xFE: "ESME_RDELIVERYFAILURE",
-    0xFF: "ESME_RUNKNOWNERR",
-}
-
 
 def submit_error_log(
     smsc_name: str, command_status: int, status_name: str | None = None
@@ -511,8 +460,8 @@ def submit_error_log(
     """
     if not 0 <= command_status <= 0xFFFFFFFF:
         raise ValueError(f"command_status {command_status} is not a 32-bit unsigned integer")
-    name = status_name or COMMAND_STATUS_NAMES.get(command_status)
     text = f"SUBMIT {smsc_name} 0x{command_status:08X}"
-    if name:
+    name = status_name or constants.status_name(command_status)
+    if not name.startswith("0x"):  # a vendor code's name is its hex, already written
         text = f"{text} {name}"
     return text, text
