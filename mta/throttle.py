@@ -58,8 +58,8 @@ class RateLimiter:
 
     def _expire(self, now: float) -> None:
         log = self._log
-        horizon = now - WINDOW
-        while log and log[0][0] <= horizon:
+        # same arithmetic as next_grant_at(): stamp + WINDOW, so the two agree exactly
+        while log and log[0][0] + WINDOW <= now:
             self._in_window -= log.popleft()[1]
 
     def in_window(self, now: float) -> int:

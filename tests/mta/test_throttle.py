@@ -19,7 +19,7 @@ def max_in_any_second(grants: list[tuple[float, int]]) -> int:
     for stamp, count in grants:
         window.append((stamp, count))
         total += count
-        while window[0][0] <= stamp - 1.0:
+        while window[0][0] + 1.0 <= stamp:
             total -= window.popleft()[1]
         best = max(best, total)
     return best
