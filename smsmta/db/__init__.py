@@ -14,6 +14,7 @@ from smsmta.db.marketing import (
     Recipient,
 )
 from smsmta.db.mid import (
+    BindSlot,
     BroadLog,
     BroadLogMsg,
     Delivery,
@@ -22,8 +23,10 @@ from smsmta.db.mid import (
     FailureType,
     InSms,
     MessageStatus,
+    MtaLease,
     Operator,
     ProviderMsgId,
+    RateShare,
     ShortCodeBlacklist,
     TransmissionMode,
 )
@@ -34,6 +37,7 @@ __all__ = [
     "MARKETING_SCHEMA",
     "MID_SCHEMA",
     "SIDES",
+    "BindSlot",
     "BroadLog",
     "BroadLogMsg",
     "Delivery",
@@ -50,8 +54,10 @@ __all__ = [
     "MarketingMessageStatus",
     "MessageStatus",
     "MidBase",
+    "MtaLease",
     "Operator",
     "ProviderMsgId",
+    "RateShare",
     "Recipient",
     "ShortCodeBlacklist",
     "TransmissionMode",

@@ -1,12 +1,14 @@
 """Mid-side tables (schema `mid`): operators, accounts, deliveries and their messages.
 
 `broad_log` is the queue: one row per recipient message, claimed by MTA children with
-FOR UPDATE SKIP LOCKED under a lease (`lease_owner`, `lease_expires_at`) so that a dead
-child's claims return to the queue. `provider_msg_id` maps each submitted part's
-provider id back to its `broad_log` row for receipt reconciliation; it has no foreign
-keys on purpose: it is the hottest insert of the system and is purged on its own
-retention, independently of `broad_log`. `broad_log_msg` is the message log of SPEC
-section 7: one row per normalised failure text, qualified hard / soft / ignored.
+FOR UPDATE SKIP LOCKED under their lease (`lease_owner` names an `mta_lease` row that the
+child renews every second) so that a dead child's claims return to the queue.
+`provider_msg_id` maps each submitted part's provider id back to its `broad_log` row for
+receipt reconciliation; it has no foreign keys on purpose: it is the hottest insert of
+the system and is purged on its own retention, independently of `broad_log`.
+`broad_log_msg` is the message log of SPEC section 7: one row per normalised failure
+text, qualified hard / soft / ignored. `rate_share` and `bind_slot` hold an account's
+max MT/s and max_binds across every child and host.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -153,10 +156,10 @@ class BroadLog(MidBase):
             "next_try_at",
             postgresql_where=sql("status = 'pending'"),
         ),
-        # expired leases of dead children
+        # claims of dead children, returned to the queue by the survivors
         Index(
-            "ix_broad_log_lease",
-            "lease_expires_at",
+            "ix_broad_log_lease_owner",
+            "lease_owner",
             postgresql_where=sql("status = 'sending'"),
         ),
     )
@@ -175,8 +178,7 @@ class BroadLog(MidBase):
     next_try_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
-    lease_owner: Mapped[str | None] = mapped_column(String(64))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_owner: Mapped[str | None] = mapped_column(String(64))  # an mta_lease.owner
     possible_duplicate: Mapped[bool] = mapped_column(Boolean, server_default=sql("false"))
     failure_type: Mapped[FailureType | None] = mapped_column(_enum(FailureType, "failure_type"))
     failure_reason: Mapped[str | None] = mapped_column(Text)
@@ -248,3 +250,47 @@ class ShortCodeBlacklist(MidBase):
     address: Mapped[str] = mapped_column(String(32), primary_key=True)
     reason: Mapped[str] = mapped_column(String(64), server_default="")
     since: Mapped[datetime] = created_at_column()
+
+
+class MtaLease(MidBase):
+    """A live MTA child: renewed every second; past `expires_at` its claims are reclaimed."""
+
+    __tablename__ = "mta_lease"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)  # host:pid:index
+    host_id: Mapped[str] = mapped_column(String(64))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = created_at_column()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RateShare(MidBase):
+    """One child's share of an account's max MT/s, so that the shares never sum above it.
+
+    A lowered share keeps counting at its old value for one second (`lowered_at`), the
+    span of the sliding-second cap, before others may take what it gave up.
+    """
+
+    __tablename__ = "rate_share"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("external_account.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner: Mapped[str] = mapped_column(
+        ForeignKey("mta_lease.owner", ondelete="CASCADE"), primary_key=True
+    )
+    share: Mapped[float] = mapped_column(Float)
+    previous_share: Mapped[float] = mapped_column(Float, server_default="0")
+    lowered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BindSlot(MidBase):
+    """One of an account's max_binds, held by a child for one of its binds."""
+
+    __tablename__ = "bind_slot"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("external_account.id", ondelete="CASCADE"), primary_key=True
+    )
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(ForeignKey("mta_lease.owner", ondelete="CASCADE"))
