@@ -54,7 +54,7 @@ class IdFormat(StrEnum):
 # Up to 10 alphanumerics after `id:`. The lookahead refuses a longer run instead of silently
 # keeping its first 10 characters (a truncated id would never match its MT); such a receipt
 # then falls back to receipted_message_id, or needs a custom regex.
-DEFAULT_ID_REGEX = r"(?i)\bid:([0-9a-z]{1,10})(?![0-9a-z])"
+DEFAULT_ID_REGEX = r"(?i)\bid:([0-9a-z]{1,10})(?!\S)"
 DEFAULT_SUCCESS_REGEX = r"(?i)^DELIV"  # applied to the stat value
 DEFAULT_ERROR_REGEX = r"(?i)^(?:UNDELIV|REJECTD|EXPIRED|DELETED|UNKNOWN)"
 
@@ -353,9 +353,22 @@ def _cstring(value: bytes) -> str:
     return value.split(b"\0", 1)[0].decode("latin-1")
 
 
+TlvValue = bytes | bytearray | memoryview | str | int
+
+
+def _octets(value: TlvValue) -> bytes | None:
+    """A TLV value as its octets: smpp.codec gives C-strings as str (Latin-1, byte for
+    byte) and integers as int; raw callers give bytes. An int has no text: None."""
+    if isinstance(value, str):
+        return value.encode("latin-1", "replace")
+    if isinstance(value, int):
+        return None
+    return bytes(value)
+
+
 def interpret(
     short_message: bytes | bytearray | memoryview | str,
-    tlvs: Sequence[tuple[int, bytes]],
+    tlvs: Sequence[tuple[int, TlvValue]],
     rules: ReceiptRules,
 ) -> Receipt:
     """Read one receipt (a deliver_sm whose esm_class says receipt). Never raises on input.
@@ -367,8 +380,8 @@ def interpret(
     payload_used = False
     if not text and tlv_list:
         for tag, value in tlv_list:
-            if tag == TAG_MESSAGE_PAYLOAD:
-                text = decode_text(value)
+            if tag == TAG_MESSAGE_PAYLOAD and (octets := _octets(value)) is not None:
+                text = decode_text(octets)
                 payload_used = True
                 break
 
@@ -381,7 +394,8 @@ def interpret(
         for tag, value in tlv_list:
             if payload_used and tag == TAG_MESSAGE_PAYLOAD:
                 continue
-            tlv_text = _tlv_text(bytes(value))
+            octets = _octets(value)
+            tlv_text = _tlv_text(octets) if octets is not None else None
             if tlv_text is not None:
                 parts.append(f" 0x{tag & 0xFFFF:04X}:{tlv_text}")
         processed = "".join(parts)
@@ -409,11 +423,18 @@ def interpret(
     receipted: str | None = None
     for tag, value in tlv_list:
         if tag == TAG_RECEIPTED_MESSAGE_ID and receipted is None:
-            receipted = _cstring(bytes(value))
-        elif tag == TAG_MESSAGE_STATE and stat is None and len(value) == 1:
-            stat = MESSAGE_STATE_STAT.get(value[0])
-        elif tag == TAG_NETWORK_ERROR_CODE and err is None and len(value) == 3:
-            err = f"{int.from_bytes(value[1:3], 'big'):03d}"
+            octets = _octets(value)
+            if octets is not None:
+                receipted = _cstring(octets)
+        elif tag == TAG_MESSAGE_STATE and stat is None:
+            if isinstance(value, int):
+                stat = MESSAGE_STATE_STAT.get(value)
+            elif (octets := _octets(value)) is not None and len(octets) == 1:
+                stat = MESSAGE_STATE_STAT.get(octets[0])
+        elif tag == TAG_NETWORK_ERROR_CODE and err is None:
+            octets = _octets(value)
+            if octets is not None and len(octets) == 3:
+                err = f"{int.from_bytes(octets[1:3], 'big'):03d}"
 
     if provider_id is None and receipted and not receipted.isspace():
         try:

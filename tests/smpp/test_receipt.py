@@ -352,8 +352,11 @@ def test_default_id_regex_refuses_to_truncate_a_long_id():
 
 def test_uuid_ids_need_a_custom_regex():
     text = receipt_text(id_=UUID).encode()
-    # The default stops at the first '-': an id that never matches its MT.
-    assert interpret(text, (), DEFAULTS).provider_id == "05e3299e"
+    # The default takes whole tokens of up to 10: no id, rather than a wrong one
+    # ("05e3299e" would never match its MT).
+    default = interpret(text, (), DEFAULTS)
+    assert default.provider_id is None
+    assert default.id_source is IdSource.NONE
     rules = ReceiptRules.build(
         "P", id_regex=r"(?i)\bid:([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})"
     )
@@ -736,3 +739,35 @@ def test_regex_objects_are_compiled_once_per_rules():
     assert interpret(ANNEX_B.encode(), (), rules).provider_id == "1234567890"
     with pytest.raises(AttributeError):
         rules.smsc_name = "Q"  # type: ignore[misc]
+
+
+def test_interpret_takes_the_tlvs_of_a_decoded_deliver_sm() -> None:
+    """smpp.codec types TLV values (str, int); interpret must read them as they come."""
+    from smpp.codec import decode, encode
+    from smpp.constants import Tag
+    from smpp.pdu import DeliverSm
+
+    uuid = "3f2b8c1e-9a4d-4e55-b6a1-0c7d2e9f1a22"
+    wire = encode(
+        DeliverSm(
+            esm_class=0x04,
+            short_message=f"id:{uuid} sub:001 dlvrd:001 stat:UNDELIV err:001".encode(),
+            tlvs=(
+                (Tag.receipted_message_id, uuid),
+                (Tag.message_state, 5),
+                (Tag.network_error_code, b"\x03\x00\x07"),
+            ),
+        )
+    )
+    pdu = decode(wire)
+    receipt = interpret(pdu.short_message, pdu.tlvs, ReceiptRules.build("P"))
+    # the default regex refuses a 36-character id: the TLV gives it
+    assert receipt.provider_id == uuid
+    assert receipt.id_source is IdSource.RECEIPTED_MESSAGE_ID
+    assert receipt.outcome is Outcome.FAILED
+    no_text = interpret(b"", pdu.tlvs, ReceiptRules.build("P"))
+    assert (no_text.stat, no_text.err) == ("UNDELIV", "007")  # message_state, network_error_code
+    from_tlv = ReceiptRules.build(
+        "P", id_regex=r"0x001E:([0-9a-f-]{36})", id_in_optional_fields=True
+    )
+    assert interpret(b"stat:DELIVRD", pdu.tlvs, from_tlv).provider_id == uuid
