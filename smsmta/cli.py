@@ -163,6 +163,82 @@ def db_current(config_path: str | None, url: str | None, side: str | None) -> No
             click.echo(f"{name}: at {', '.join(at) or 'base'} ({state})")
 
 
+# --- services ----------------------------------------------------------------------------
+
+
+def _load_mid(config_path: str) -> settings.MidConfig:
+    try:
+        cfg = settings.load(config_path)
+    except settings.ConfigError as exc:
+        for issue in exc.issues:
+            click.echo(str(issue), err=True)
+        sys.exit(2)
+    if not isinstance(cfg, settings.MidConfig):
+        click.echo(f"{config_path}: this service needs a 'kind: mid' settings file", err=True)
+        sys.exit(2)
+    return cfg
+
+
+def _require_schema(url: URL, side: str) -> None:
+    """Refuse to start against a database that is not migrated to this version."""
+    from smsmta.db import migrate
+
+    at, head = migrate.current(url, side), migrate.heads(side)
+    if set(at) != set(head):
+        click.echo(
+            f"the {side} schema is at {', '.join(at) or 'nothing'}, this smsmta needs "
+            f"{', '.join(head)}: run 'smsmta db upgrade' first",
+            err=True,
+        )
+        sys.exit(2)
+
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The mid settings file.",
+)
+
+
+@main.command()
+@CONFIG_OPTION
+def mta(config_path: str) -> None:
+    """Run the MTA: a supervisor and its child processes holding the transmitter binds."""
+    import os
+
+    cfg = _load_mid(config_path)
+    metrics_dir = None
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # before prometheus_client is imported
+        metrics_dir = tempfile.mkdtemp(prefix="smsmta-mta-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    import uvloop
+
+    from mta.supervisor import Supervisor
+    from smsmta import obs
+
+    obs.configure_logging("mta", cfg.logging.level, cfg.logging.format)
+    try:
+        with database(settings.database_url(cfg), cfg.database.embedded_dir) as url:
+            _require_schema(url, "mid")
+            rendered = url.render_as_string(hide_password=False)
+            code = uvloop.run(Supervisor(config_path, cfg, rendered).run())
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    sys.exit(code)
+
+
+def _register_simulator() -> None:
+    from smpp.simulator import cli_command
+
+    main.add_command(cli_command())
+
+
+_register_simulator()
+
+
 # --- demo ------------------------------------------------------------------------------
 
 
