@@ -2,9 +2,12 @@
 
 `RateLimiter(rate)` grants sends so that no span of one second, sliding, ever holds more
 than `rate` of them (Kannel's per-calendar-second counter lets 1.4-1.8x through in a
-sliding second). It is two limits in one:
+sliding second). The cap binds where the provider counts: on arrival. Sends leave in
+event-loop batches and arrive a few milliseconds apart from how they left, so the log
+spans `1 s + jitter` (30 ms by default): what arrives within any one second then stays
+within the cap, for 3% of its throughput. It is two limits in one:
 
-- a log of recent grants, `(time, count)` batches, summed over the last second: the
+- a log of recent grants, `(time, count)` batches, summed over the last `span`: the
   exact guarantee;
 - a token bucket of `rate / 10` tokens refilled at `rate` per second in front of it: so
   the grants spread over the second instead of leaving in one burst at its start.
@@ -25,14 +28,23 @@ import math
 from collections import deque
 
 WINDOW = 1.0  # the span the cap applies to, in seconds
+JITTER = 0.03  # how far apart from their send times sends may arrive, in seconds
 _EPSILON = 1e-6  # float slack on token counts, so a grant at next_grant_at() succeeds
 
 
 class RateLimiter:
     """At most `rate` grants in any one-second span; `rate` None or 0 means unlimited."""
 
-    def __init__(self, rate: float | None, now: float = 0.0, *, burst_share: float = 0.1) -> None:
+    def __init__(
+        self,
+        rate: float | None,
+        now: float = 0.0,
+        *,
+        burst_share: float = 0.1,
+        jitter: float = JITTER,
+    ) -> None:
         self._burst_share = burst_share
+        self.span = WINDOW + jitter
         self._log: deque[tuple[float, int]] = deque()
         self._in_window = 0
         self._tokens = 0.0
@@ -46,6 +58,7 @@ class RateLimiter:
         self.rate = rate if rate else None
         if self.rate is not None:
             self._burst = max(1.0, self.rate * self._burst_share)
+            self._refill_rate = self.rate / self.span
             self._cap = math.floor(self.rate) if self.rate >= 1 else 1
             self._tokens = min(self._tokens, self._burst)
 
@@ -53,17 +66,18 @@ class RateLimiter:
         if self.rate is not None:
             elapsed = now - self._refilled_at
             if elapsed > 0:
-                self._tokens = min(self._burst, self._tokens + elapsed * self.rate)
+                self._tokens = min(self._burst, self._tokens + elapsed * self._refill_rate)
         self._refilled_at = max(self._refilled_at, now)
 
     def _expire(self, now: float) -> None:
         log = self._log
-        # same arithmetic as next_grant_at(): stamp + WINDOW, so the two agree exactly
-        while log and log[0][0] + WINDOW <= now:
+        # same arithmetic as next_grant_at(): stamp + span, so the two agree exactly
+        span = self.span
+        while log and log[0][0] + span <= now:
             self._in_window -= log.popleft()[1]
 
     def in_window(self, now: float) -> int:
-        """Grants within the last second."""
+        """Grants within the last span."""
         self._expire(now)
         return self._in_window
 
@@ -100,9 +114,9 @@ class RateLimiter:
         self._refill(now)
         self._expire(now)
         missing = 1 - self._tokens
-        token_at = now if missing <= 0 else now + missing / self.rate
+        token_at = now if missing <= 0 else now + missing / self._refill_rate
         if self.rate < 1:
-            window_at = self._log[-1][0] + WINDOW if self._log else now
+            window_at = self._log[-1][0] + self.span if self._log else now
         elif self._in_window < self._cap:
             window_at = now
         else:
@@ -110,7 +124,7 @@ class RateLimiter:
             excess, window_at = self._in_window - self._cap + 1, now
             for stamp, count in self._log:
                 excess -= count
-                window_at = stamp + WINDOW
+                window_at = stamp + self.span
                 if excess <= 0:
                     break
         return max(token_at, window_at)

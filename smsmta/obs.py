@@ -18,7 +18,15 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
-from prometheus_client import REGISTRY, CollectorRegistry, Info, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    start_http_server,
+)
 
 from smsmta import __version__
 
@@ -26,6 +34,77 @@ MASK = "**********"
 _SECRET_KEY = re.compile(r"pass(word)?|secret|token|authorization|credential", re.IGNORECASE)
 
 BUILD_INFO = Info("smsmta_build", "smsmta version and the service this process runs")
+
+# --- MTA (children write them; the supervisor serves the sum, see mta.supervisor) --------
+# Gauges that children each hold a part of are summed across live processes ("livesum").
+
+MT_PARTS_SUBMITTED = Counter(
+    "smsmta_mt_parts_submitted", "submit_sm PDUs sent to the SMSC", ["account"]
+)
+MT_RESPONSES = Counter(
+    "smsmta_mt_responses", "submit_sm_resp received, by command_status name", ["account", "status"]
+)
+MT_WINDOW_IN_FLIGHT = Gauge(
+    "smsmta_mt_window_in_flight",
+    "submit_sm awaiting their response or their durable outcome",
+    ["account"],
+    multiprocess_mode="livesum",
+)
+MT_SUBMIT_LATENCY = Histogram(
+    "smsmta_mt_submit_latency_seconds",
+    "submit_sm to submit_sm_resp",
+    ["account"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+MT_RATE_CAP = Gauge(
+    "smsmta_mt_rate_cap",
+    "MT parts per second this account may send now (shares x AIMD), 0 = unlimited",
+    ["account"],
+    multiprocess_mode="livesum",
+)
+MT_CONFIGURED_CAP = Gauge(
+    "smsmta_mt_configured_cap",
+    "the account's max MT per second from its settings, 0 = unlimited",
+    ["account"],
+    multiprocess_mode="max",
+)
+BINDS_UP = Gauge(
+    "smsmta_binds_up",
+    "SMPP binds currently bound",
+    ["account", "kind"],
+    multiprocess_mode="livesum",
+)
+RECONNECTS = Counter("smsmta_reconnects", "binds lost or refused, then retried", ["account"])
+QUEUE_DEPTH = Gauge(
+    "smsmta_queue_depth", "pending messages due now", ["account"], multiprocess_mode="max"
+)
+QUEUE_OLDEST_AGE = Gauge(
+    "smsmta_queue_oldest_age_seconds",
+    "how long the oldest due pending message has been due",
+    ["account"],
+    multiprocess_mode="max",
+)
+MT_RETRIES = Counter(
+    "smsmta_mt_retries", "parts or messages tried again, by reason", ["account", "reason"]
+)
+MT_POSSIBLE_DUPLICATES = Counter(
+    "smsmta_mt_possible_duplicates",
+    "parts sent again although the SMSC may have accepted them (timeout, lost link)",
+    ["account"],
+)
+MT_THROTTLED = Counter(
+    "smsmta_mt_throttled", "throttling answers (ESME_RTHROTTLED, ESME_RMSGQFUL)", ["account"]
+)
+AIMD_DECREASES = Counter(
+    "smsmta_aimd_decreases", "times repeated throttling halved the sending rate", ["account"]
+)
+MTA_CHILD_RESTARTS = Counter("smsmta_mta_child_restarts", "MTA children restarted after dying")
+DB_FLUSH_SECONDS = Histogram(
+    "smsmta_db_flush_seconds",
+    "one batched write of outcomes",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 
 
 def _mask(value: Any) -> Any:

@@ -101,9 +101,19 @@ class _Model(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _empty_sections_take_defaults(cls, data: Any) -> Any:
-        """A section left with only comments (`database:`) is null in YAML: use defaults."""
+        """A section left with only comments (`database:`) is null in YAML: use defaults.
+
+        Only sections: a null leaf (`metrics_port: null`) keeps its meaning, "off".
+        """
         if isinstance(data, dict):
-            return {key: value for key, value in data.items() if value is not None}
+            fields = cls.model_fields
+            return {
+                key: value
+                for key, value in data.items()
+                if value is not None
+                or key not in fields
+                or not isinstance(fields[key].default, BaseModel)
+            }
         return data
 
 
@@ -301,24 +311,41 @@ class Logging(_Model):
     format: Literal["json", "console"] = "json"
 
 
+MetricsPort = Annotated[int, Field(ge=0, le=65535, description="0: any free port")]
+
+
 class Service(_Model):
     metrics_host: str = "127.0.0.1"
-    metrics_port: Port | None = None
+    metrics_port: MetricsPort | None = None
 
 
 class MidService(Service):
     listen: str = "127.0.0.1"
     port: Port = 8080
-    metrics_port: Port | None = 9100
+    metrics_port: MetricsPort | None = 9100
 
 
 class MtaService(Service):
     children: int = Field(2, ge=1, le=256)
-    metrics_port: Port | None = 9101
+    metrics_port: MetricsPort | None = 9101
+    retry_period: Seconds = Field(300.0, description="between attempts after a soft failure")
+    max_retries: int = Field(5, ge=0, le=1000, description="attempts after the first")
+    default_validity: Seconds = Field(
+        48 * 3600.0, description="a delivery without validity period ends this long after"
+    )
+    throttle_backoff: Seconds = Field(1.0, description="before a throttled part goes again")
+    claim_batch: int = Field(1000, ge=1, le=50_000, description="rows claimed per query")
+    lease_ttl: Seconds = Field(
+        10.0, description="a silent child's claims return to the queue after this"
+    )
+    poll_interval: Seconds = Field(1.0, description="queue poll when no NOTIFY arrives")
+    shutdown_timeout: Seconds = Field(
+        60.0, description="SIGTERM: longest wait for in-flight answers before exiting"
+    )
 
 
 class SmsProcessService(Service):
-    metrics_port: Port | None = 9102
+    metrics_port: MetricsPort | None = 9102
 
 
 class MidConfig(_Model):
@@ -354,7 +381,7 @@ class MarketingAccount(_Model):
 
 
 class MarketingService(Service):
-    metrics_port: Port | None = 9104
+    metrics_port: MetricsPort | None = 9104
     pull_interval: Seconds = 10.0
 
 

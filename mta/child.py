@@ -1,0 +1,226 @@
+"""An MTA child process: every enabled account's senders, one writer, one heartbeat.
+
+Started by the supervisor as `python -m mta.child --config FILE --index N` with the
+database URL in SMSMTA_DATABASE_URL. It registers its lease, then runs until SIGTERM:
+
+- one `AccountSender` per enabled account (mta.sender), woken by NOTIFY on the
+  `smsmta_queue` channel (payload: the account id) and by a short poll otherwise;
+- one `Writer` (mta.writer) for every outcome;
+- a heartbeat each second: renew the lease (or stop sending: fenced), return the claims
+  of dead children to the queue, take this child's rate share and bind slots of each
+  account, let AIMD climb back; the first child also reports the queue depth.
+
+SIGTERM: stop claiming, wait for the answers on the wire (at most shutdown_timeout),
+write every outcome, hand unsent claims back, unbind, drop the lease, exit 0.
+Touches: the database (four connections), SMPP sockets, signals, metrics files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+
+import psycopg
+import structlog
+
+from mta import coordination
+from mta.retry import RetryPolicy
+from mta.sender import AccountSender
+from mta.writer import Writer
+from smsmta import obs, settings
+from smsmta.db.engine import DATABASE_URL_ENV, libpq_dsn
+
+log = structlog.get_logger("mta.child")
+
+NOTIFY_CHANNEL = "smsmta_queue"
+HEARTBEAT = 1.0
+
+QUEUE_DEPTH = """
+SELECT account_id, count(*), extract(epoch FROM now() - min(next_try_at))
+FROM mid.broad_log WHERE status = 'pending' AND next_try_at <= now()
+GROUP BY account_id
+"""
+
+
+async def connect(dsn: str) -> psycopg.AsyncConnection:
+    """A database connection that commits only inside explicit transactions."""
+    return await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+
+
+class Child:
+    def __init__(self, config: settings.MidConfig, index: int, dsn: str) -> None:
+        self.config = config
+        self.index = index
+        self.dsn = dsn
+        mta = config.mta
+        self.lease = coordination.Lease(
+            coordination.owner_name(config.host_id, index), config.host_id, mta.lease_ttl
+        )
+        self.policy = RetryPolicy(
+            period=mta.retry_period,
+            max_retries=mta.max_retries,
+            throttle_backoff=mta.throttle_backoff,
+            default_validity=mta.default_validity,
+        )
+        self.senders: dict[int, AccountSender] = {}
+        self.stopping = asyncio.Event()
+        self._last_renewal = 0.0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        self.coord = await connect(self.dsn)
+        writer_conn = await connect(self.dsn)
+        await self.lease.register(self.coord)
+        self._last_renewal = loop.time()
+        self.writer = Writer(writer_conn, self.lease.owner, self.policy, connect=self._reconnect)
+        self.writer.on_flushed = lambda rows, seconds: obs.DB_FLUSH_SECONDS.labels("mta").observe(
+            seconds
+        )
+        writer_task = asyncio.create_task(self.writer.run())
+        ids = await self._account_ids()
+        for account in self.config.accounts:
+            if not account.enabled or account.name not in ids:
+                continue
+            sender = AccountSender(
+                account=account,
+                account_id=ids[account.name],
+                owner=self.lease.owner,
+                connect=self._reconnect,
+                writer=self.writer,
+                policy=self.policy,
+                claim_batch=self.config.mta.claim_batch,
+                poll_interval=self.config.mta.poll_interval,
+            )
+            self.senders[sender.account_id] = sender
+        for sender in self.senders.values():
+            sender.start(await self._coordinate(sender))
+        log.info(
+            "mta.child_started",
+            owner=self.lease.owner,
+            accounts=[s.account.name for s in self.senders.values()],
+        )
+        listener = asyncio.create_task(self._listen())
+        heartbeat = asyncio.create_task(self._heartbeat())
+        await self.stopping.wait()
+        log.info("mta.child_stopping", owner=self.lease.owner)
+        heartbeat.cancel()
+        listener.cancel()
+        timeout = self.config.mta.shutdown_timeout
+        await asyncio.gather(*(s.stop(timeout) for s in self.senders.values()))
+        await self.writer.close()
+        writer_task.cancel()
+        with contextlib.suppress(psycopg.Error):
+            await self.lease.release(await self._fresh(self.coord))
+        log.info("mta.child_stopped", owner=self.lease.owner, flushes=self.writer.stats.flushes)
+
+    async def _reconnect(self) -> psycopg.AsyncConnection:
+        return await connect(self.dsn)
+
+    async def _fresh(self, conn: psycopg.AsyncConnection) -> psycopg.AsyncConnection:
+        if conn.closed or conn.broken:
+            return await connect(self.dsn)
+        return conn
+
+    async def _account_ids(self) -> dict[str, int]:
+        names = [account.name for account in self.config.accounts]
+        cursor = await self.coord.execute(
+            "SELECT internal_name, id FROM mid.external_account WHERE internal_name = ANY(%s)",
+            (names,),
+        )
+        return dict(await cursor.fetchall())
+
+    async def _coordinate(self, sender: AccountSender) -> int:
+        """Take this child's rate share and bind slots of one account; return binds to run."""
+        account = sender.account
+        if sender.cap:
+            share = await coordination.update_share(
+                self.coord, sender.account_id, self.lease.owner, sender.cap
+            )
+            sender.set_share(share)
+        wanted = account.connection.connections
+        max_binds = account.throughput.max_binds
+        if max_binds:
+            slots = await coordination.update_slots(
+                self.coord, sender.account_id, self.lease.owner, max_binds, wanted
+            )
+            return len(slots)
+        return wanted
+
+    async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        beats = 0
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            beats += 1
+            try:
+                self.coord = await self._fresh(self.coord)
+                renewed = await self.lease.renew(self.coord)
+                if not renewed:  # reclaimed by another child after we went silent
+                    await self.lease.register(self.coord)
+                self._last_renewal = loop.time()
+                await coordination.reclaim_dead(self.coord, orphans=beats % 10 == 0)
+                for sender in self.senders.values():
+                    sender.set_fenced(False)
+                    sender.set_binds(await self._coordinate(sender))
+                    sender.tick()
+                if self.index == 0 and beats % 5 == 0:
+                    await self._queue_depth()
+            except psycopg.Error as error:
+                log.warning("mta.heartbeat_failed", error=str(error))
+                if loop.time() - self._last_renewal > self.lease.ttl / 2:
+                    for sender in self.senders.values():
+                        sender.set_fenced(True)
+
+    async def _queue_depth(self) -> None:
+        cursor = await self.coord.execute(QUEUE_DEPTH)
+        rows = {account_id: (count, age) for account_id, count, age in await cursor.fetchall()}
+        for account_id, sender in self.senders.items():
+            count, age = rows.get(account_id, (0, 0.0))
+            obs.QUEUE_DEPTH.labels(sender.account.name).set(count)
+            obs.QUEUE_OLDEST_AGE.labels(sender.account.name).set(float(age or 0.0))
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                conn = await connect(self.dsn)
+                await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                async for notify in conn.notifies():
+                    try:
+                        sender = self.senders.get(int(notify.payload))
+                    except ValueError:
+                        sender = None
+                    for target in [sender] if sender else self.senders.values():
+                        target.notify()
+            except psycopg.Error as error:
+                log.warning("mta.listen_failed", error=str(error))
+                await asyncio.sleep(1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mta.child", description=__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--index", type=int, required=True)
+    args = parser.parse_args(argv)
+    config = settings.load(args.config)
+    if not isinstance(config, settings.MidConfig):
+        print(f"{args.config}: an MTA needs a kind: mid settings file", file=sys.stderr)
+        return 2
+    obs.configure_logging(f"mta-child-{args.index}", config.logging.level, config.logging.format)
+    url = os.environ.get(DATABASE_URL_ENV) or settings.database_url(config)
+    if not url:
+        print(f"mta.child: {DATABASE_URL_ENV} is not set", file=sys.stderr)
+        return 2
+    import uvloop
+
+    uvloop.run(Child(config, args.index, libpq_dsn(url)).run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

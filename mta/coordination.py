@@ -1,0 +1,174 @@
+"""What MTA children agree on through PostgreSQL: leases, rate shares, bind slots.
+
+No cluster protocol: every rule is a short transaction on `mid` tables, with the
+database's clock, so children on several hosts agree whatever their own clocks say.
+
+- Lease: each child has an `mta_lease` row renewed every `heartbeat` seconds; past
+  `ttl` without renewal, any child deletes it and returns its `sending` rows to the
+  queue (flagged possible duplicates: some may have reached the SMSC). A child that
+  cannot renew for half the ttl stops sending (`fenced`) until it can again.
+- Rate share: an account's max MT/s is split between the children that serve it. A
+  child's share is `cap / n` but never more than what the others leave: a share that
+  was lowered keeps counting at its old value for `HOLD` seconds (the sliding second of
+  the cap plus a margin), so the sum of what children may send in any one second
+  never exceeds the cap, even while children come and go.
+- Bind slot: with `max_binds`, a bind needs one of the account's slots 0..max_binds-1.
+
+Touches: the database (`mid.mta_lease`, `mid.rate_share`, `mid.bind_slot`,
+`mid.broad_log` for reclaiming).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import psycopg
+
+HOLD = 2.0  # seconds a lowered share keeps counting at its old value
+
+REGISTER = """
+INSERT INTO mid.mta_lease (owner, host_id, pid, expires_at)
+VALUES (%s, %s, %s, now() + make_interval(secs => %s))
+ON CONFLICT (owner) DO UPDATE SET expires_at = EXCLUDED.expires_at, pid = EXCLUDED.pid
+"""
+
+RENEW = """
+UPDATE mid.mta_lease SET expires_at = now() + make_interval(secs => %s)
+WHERE owner = %s RETURNING owner
+"""
+
+RECLAIM = """
+WITH dead AS (
+    DELETE FROM mid.mta_lease WHERE expires_at < now() RETURNING owner
+)
+UPDATE mid.broad_log SET status = 'pending', lease_owner = NULL, possible_duplicate = true,
+                         updated_at = now()
+WHERE status = 'sending' AND lease_owner IN (SELECT owner FROM dead)
+"""
+
+RECLAIM_ORPHANS = """
+UPDATE mid.broad_log b SET status = 'pending', lease_owner = NULL, possible_duplicate = true,
+                           updated_at = now()
+WHERE b.status = 'sending'
+  AND NOT EXISTS (SELECT 1 FROM mid.mta_lease l WHERE l.owner = b.lease_owner)
+"""
+
+LOCK_ACCOUNT = "SELECT id FROM mid.external_account WHERE id = %s FOR UPDATE"
+
+SHARES = """
+SELECT owner, share, previous_share,
+       lowered_at IS NOT NULL AND lowered_at > now() - make_interval(secs => %s) AS holding
+FROM mid.rate_share WHERE account_id = %s
+"""
+
+SET_SHARE = """
+INSERT INTO mid.rate_share (account_id, owner, share, previous_share, lowered_at)
+VALUES (%(account)s, %(owner)s, %(share)s, %(previous)s,
+        CASE WHEN %(lowered)s THEN now() END)
+ON CONFLICT (account_id, owner) DO UPDATE
+SET share = EXCLUDED.share,
+    previous_share = CASE WHEN %(lowered)s THEN EXCLUDED.previous_share
+                          ELSE mid.rate_share.previous_share END,
+    lowered_at = CASE WHEN %(lowered)s THEN now() ELSE mid.rate_share.lowered_at END
+"""
+
+SLOTS = "SELECT slot, owner FROM mid.bind_slot WHERE account_id = %s"
+TAKE_SLOT = "INSERT INTO mid.bind_slot (account_id, slot, owner) VALUES (%s, %s, %s)"
+GIVE_BACK = "DELETE FROM mid.bind_slot WHERE account_id = %s AND owner = %s AND slot = ANY(%s)"
+FORGET = "DELETE FROM mid.mta_lease WHERE owner = %s"
+
+
+def owner_name(host_id: str, index: int) -> str:
+    return f"{host_id}:{os.getpid()}:{index}"
+
+
+@dataclass
+class Lease:
+    owner: str
+    host_id: str
+    ttl: float
+
+    async def register(self, conn: psycopg.AsyncConnection) -> None:
+        async with conn.transaction():
+            await conn.execute(REGISTER, (self.owner, self.host_id, os.getpid(), self.ttl))
+
+    async def renew(self, conn: psycopg.AsyncConnection) -> bool:
+        """Extend the lease; False when it was lost (another child reclaimed it)."""
+        async with conn.transaction():
+            cursor = await conn.execute(RENEW, (self.ttl, self.owner))
+            return await cursor.fetchone() is not None
+
+    async def release(self, conn: psycopg.AsyncConnection) -> None:
+        """Leave cleanly: shares and slots go with the lease (ON DELETE CASCADE)."""
+        async with conn.transaction():
+            await conn.execute(FORGET, (self.owner,))
+
+
+async def reclaim_dead(conn: psycopg.AsyncConnection, *, orphans: bool = True) -> int:
+    """Return the claims of children whose lease expired to the queue; count them.
+
+    `orphans` also sweeps claims whose lease row is gone altogether (a child that left
+    while answers were still missing): a scan of the claimed rows, so not every beat.
+    """
+    async with conn.transaction():
+        cursor = await conn.execute(RECLAIM)
+        count = cursor.rowcount
+        if orphans:
+            cursor = await conn.execute(RECLAIM_ORPHANS)
+            count += cursor.rowcount
+        return count
+
+
+async def update_share(
+    conn: psycopg.AsyncConnection, account_id: int, owner: str, cap: float
+) -> float:
+    """This child's share of the account's cap now (0 while others still hold it)."""
+    async with conn.transaction():
+        await conn.execute(LOCK_ACCOUNT, (account_id,))
+        cursor = await conn.execute(SHARES, (HOLD, account_id))
+        rows = await cursor.fetchall()
+        mine = next((row for row in rows if row[0] == owner), None)
+        members = len(rows) + (0 if mine is not None else 1)
+        others = sum(
+            max(share, previous) if holding else share
+            for who, share, previous, holding in rows
+            if who != owner
+        )
+        target = cap / members
+        share = max(0.0, min(target, cap - others))
+        current = mine[1] if mine is not None else 0.0
+        lowered = share < current
+        await conn.execute(
+            SET_SHARE,
+            {
+                "account": account_id,
+                "owner": owner,
+                "share": share,
+                "previous": current,
+                "lowered": lowered,
+            },
+        )
+    return share
+
+
+async def update_slots(
+    conn: psycopg.AsyncConnection, account_id: int, owner: str, max_binds: int, wanted: int
+) -> list[int]:
+    """Hold up to `wanted` of the account's bind slots; return the slots held."""
+    async with conn.transaction():
+        await conn.execute(LOCK_ACCOUNT, (account_id,))
+        cursor = await conn.execute(SLOTS, (account_id,))
+        taken = dict(await cursor.fetchall())
+        mine = sorted(slot for slot, who in taken.items() if who == owner)
+        surplus = [slot for slot in mine if slot >= max_binds] + mine[wanted:]
+        if surplus:
+            await conn.execute(GIVE_BACK, (account_id, owner, surplus))
+            mine = [slot for slot in mine if slot not in surplus]
+        for slot in range(max_binds):
+            if len(mine) >= wanted:
+                break
+            if slot not in taken:
+                await conn.execute(TAKE_SLOT, (account_id, slot, owner))
+                mine.append(slot)
+    return mine

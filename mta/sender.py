@@ -1,0 +1,438 @@
+"""One account's sending in one MTA child: claims, binds, rate, answers.
+
+`AccountSender` holds the account's `connections` binds (transmitters, or transceivers in
+TRX mode), a bounded buffer of claimed messages split into parts, and one pump per
+bind that puts parts on the wire while three limits allow:
+
+1. the bind's window, where a part holds its slot from submit_sm until its message's
+   outcome is COMMITTED (not merely answered): so at any instant at most
+   `window x connections` parts of this child are on the wire or answered-but-not-yet-
+   durable, and a crash, whenever it comes, can resend at most that many;
+2. the rate limiter (the child's share of the account's cap, lowered by AIMD);
+3. the lease: a child that cannot renew it stops sending (fenced).
+
+Answers go through the retry policy (`mta.retry`) and the writer (`mta.writer`);
+throttling answers feed AIMD and put the part back after a back-off; a part with no
+answer (timeout, lost link) is sent again at once, flagged as a possible duplicate.
+Touches: SMPP connections (through smpp.aio), the database (claims), metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import psycopg
+import structlog
+
+from mta.queue import DeliveryCache, Mt, claim
+from mta.retry import RetryPolicy, Verdict
+from mta.submit import MtBuilder
+from mta.throttle import Aimd, RateLimiter
+from mta.writer import Callback, Writer
+from smpp.aio import BaseHandler, BindKind, BindSettings, SmppClient, SmppConnection
+from smpp.constants import is_throttling, status_name
+from smpp.receipt import IdFormat, format_id, submit_error_log
+from smpp.session import Expired, Response, Timeouts
+from smpp.text import TextError
+from smsmta import obs
+from smsmta.db import FailureType
+from smsmta.settings import Account, Mode
+
+log = structlog.get_logger("mta.sender")
+
+UNKNOWN_FATE = -1  # error_status of a message whose part got no answer too many times
+
+
+def bind_settings(account: Account, kind: BindKind) -> BindSettings:
+    """The transmitter (or transceiver) bind settings of an account."""
+    c, t, s = account.connection, account.throughput, account.smsc
+    return BindSettings(
+        host=c.server,
+        port=c.port,
+        system_id=c.system_id,
+        password=c.password.get_secret_value() if c.password else "",
+        kind=kind,
+        system_type=c.system_type,
+        addr_ton=s.bind_ton,
+        addr_npi=s.bind_npi,
+        address_range=s.address_range,
+        window=t.window,
+        timeouts=Timeouts(
+            response=t.mt_timeout,
+            bind=t.bind_timeout,
+            enquire_link_period=t.enquire_link_period,
+            unbind=min(5.0, t.mt_timeout),
+        ),
+        reconnect_delay=t.reconnect_delay,
+        tls=c.tls,
+        tls_verify=not s.skip_tls_verification,
+        tls_ca_file=str(c.tls_ca_file) if c.tls_ca_file else None,
+        verbose_trace=c.verbose_trace,
+        name=account.name,
+    )
+
+
+class AccountSender(BaseHandler):
+    def __init__(
+        self,
+        *,
+        account: Account,
+        account_id: int,
+        owner: str,
+        connect: Callable[[], Awaitable[psycopg.AsyncConnection]],
+        writer: Writer,
+        policy: RetryPolicy,
+        claim_batch: int,
+        poll_interval: float,
+    ) -> None:
+        self.account = account
+        self.account_id = account_id
+        self.owner = owner
+        self.connect = connect
+        self.claims: psycopg.AsyncConnection | None = None
+        self.writer = writer
+        self.policy = policy
+        self.builder = MtBuilder(account)
+        self.cache = DeliveryCache()
+        self.ack_format = account.smsc.mt_ack_id_format
+        self.smsc_name = account.connection.smsc_name
+        self.cap = account.throughput.max_mt_per_second or None
+        self.limiter = RateLimiter(self.cap, asyncio.get_running_loop().time())
+        self.aimd = Aimd(self.cap)
+        self.share: float | None = self.cap
+        self.fenced = False
+        self.parts: deque[tuple[Mt, int]] = deque()
+        self.delayed: deque[tuple[float, Mt, int]] = deque()  # throttled parts, due times
+        self.in_memory = 0  # claimed messages not yet durable
+        window_total = account.throughput.window * account.connection.connections
+        self.high_water = max(claim_batch, 2 * window_total)
+        if self.cap:
+            self.high_water = max(2 * window_total, min(self.high_water, int(self.cap * 2) + 1))
+        self.claim_batch = claim_batch
+        self.poll_interval = poll_interval
+        self.unpersisted: dict[SmppConnection, int] = {}
+        self.clients: list[SmppClient] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wakeup = asyncio.Event()
+        self._need_work = asyncio.Event()
+        self._need_work.set()
+        self._all_durable = asyncio.Event()
+        self._all_durable.set()
+        self._claiming = True
+        self._draining = False
+        self._kind = (
+            BindKind.TRANSCEIVER if account.connection.mode is Mode.TRX else (BindKind.TRANSMITTER)
+        )
+        name = account.name
+        self.m_submitted = obs.MT_PARTS_SUBMITTED.labels(name)
+        self.m_in_flight = obs.MT_WINDOW_IN_FLIGHT.labels(name)
+        self.m_latency = obs.MT_SUBMIT_LATENCY.labels(name)
+        self.m_rate = obs.MT_RATE_CAP.labels(name)
+        self.m_binds = obs.BINDS_UP.labels(name, self._kind.name.lower())
+        self.m_dups = obs.MT_POSSIBLE_DUPLICATES.labels(name)
+        self.m_throttled = obs.MT_THROTTLED.labels(name)
+        self.m_aimd = obs.AIMD_DECREASES.labels(name)
+        obs.MT_CONFIGURED_CAP.labels(name).set(self.cap or 0)
+        self._apply_rate()
+
+    # --- binds ---------------------------------------------------------------------
+
+    def set_binds(self, wanted: int) -> None:
+        """Run `wanted` binds (bounded by the account's bind slots this child holds)."""
+        while len(self.clients) < wanted:
+            client = SmppClient(bind_settings(self.account, self._kind), self)
+            self.clients.append(client)
+            self._tasks.append(asyncio.create_task(client.run()))
+            self._tasks.append(asyncio.create_task(self._pump(client)))
+        while len(self.clients) > wanted:
+            client = self.clients.pop()
+            self._tasks.append(asyncio.create_task(client.stop(self.account.throughput.mt_timeout)))
+
+    def on_bound(self, conn: SmppConnection) -> None:
+        self.m_binds.inc()
+        self._wakeup.set()
+
+    def on_unbound(self, conn: SmppConnection, reason: str) -> None:
+        self.m_binds.dec()
+        obs.RECONNECTS.labels(self.account.name).inc()
+
+    # --- claiming --------------------------------------------------------------------
+
+    def start(self, binds: int) -> None:
+        self.set_binds(binds)
+        self._tasks.append(asyncio.create_task(self._claim_loop()))
+
+    def notify(self) -> None:
+        """New messages were queued (NOTIFY): claim if there is room."""
+        self._need_work.set()
+
+    async def _claim_loop(self) -> None:
+        while self._claiming:
+            room = self.high_water - self.in_memory
+            if room >= min(self.claim_batch, self.high_water // 2) or (room > 0 and not self.parts):
+                try:
+                    got = await self._claim(min(room, self.claim_batch))
+                except psycopg.OperationalError as error:
+                    log.warning("mta.claim_failed", account=self.account.name, error=str(error))
+                    got = 0
+                    await asyncio.sleep(self.poll_interval)
+                if got and got == min(room, self.claim_batch):
+                    continue  # more may be due: claim again at once
+            self._need_work.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._need_work.wait(), self.poll_interval)
+
+    async def _claim(self, limit: int) -> int:
+        if self.claims is None or self.claims.closed or self.claims.broken:
+            self.claims = await self.connect()
+        mts = await claim(self.claims, self.account_id, self.owner, limit)
+        if not mts:
+            return 0
+        await self.cache.resolve(self.claims, mts)
+        if not self._claiming:  # stopped while claiming: hand them straight back
+            self.in_memory += len(mts)
+            for mt in mts:
+                self._release(mt)
+            return len(mts)
+        for mt in mts:
+            self.in_memory += 1
+            try:
+                assert mt.options is not None
+                mt.set_pdus(self.builder.build(mt.id, mt.address, mt.text, mt.options))
+            except TextError as error:
+                self.writer.failed(mt, FailureType.HARD, str(error), self._durable_callback(mt))
+                continue
+            self.parts.extend((mt, index) for index in range(len(mt.pdus)))
+        self._all_durable.clear()
+        self._wakeup.set()
+        return len(mts)
+
+    # --- sending ---------------------------------------------------------------------
+
+    async def _pump(self, client: SmppClient) -> None:
+        loop = asyncio.get_running_loop()
+        while client in self.clients or (self._draining and self.parts):
+            try:
+                conn = await client.wait_ready()
+            except ConnectionError:
+                return
+            now = loop.time()
+            if self.delayed:
+                self._release_delayed(now)
+            if self._fill(conn, now):
+                await asyncio.sleep(0)  # let answers in before the next batch
+                continue
+            timeout = None
+            if self.parts and not self.fenced and self.limiter.rate is not None:
+                timeout = max(0.001, self.limiter.next_grant_at(now) - now)
+            if self.delayed:
+                until = max(0.001, self.delayed[0][0] - now)
+                timeout = until if timeout is None else min(timeout, until)
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def _fill(self, conn: SmppConnection, now: float) -> int:
+        if self.fenced or not self.parts:
+            return 0
+        free = conn.window_free - self.unpersisted.get(conn, 0)
+        wanted = min(free, len(self.parts))
+        if wanted <= 0:
+            return 0
+        granted = self.limiter.acquire(wanted, now)
+        parts = self.parts
+        for _ in range(granted):
+            mt, index = parts.popleft()
+            mt.started = True
+            conn.submit(mt.pdus[index], (mt, index, now))
+        if granted:
+            self.m_submitted.inc(granted)
+            self.m_in_flight.inc(granted)
+            if len(parts) < self.high_water // 2:
+                self._need_work.set()
+        return granted
+
+    def _release_delayed(self, now: float) -> None:
+        delayed = self.delayed
+        while delayed and delayed[0][0] <= now:
+            _, mt, index = delayed.popleft()
+            self.parts.appendleft((mt, index))
+
+    # --- answers ---------------------------------------------------------------------
+
+    def on_response(self, conn: SmppConnection, response: Response) -> None:
+        mt, index, sent_at = response.context
+        pdu = response.pdu
+        status = pdu.command_status
+        now = conn.loop.time()
+        self.m_latency.observe(now - sent_at)
+        obs.MT_RESPONSES.labels(self.account.name, status_name(status)).inc()
+        if status == 0:
+            self.aimd.on_clean(now)
+            provider_id = pdu.message_id
+            if self.ack_format is not IdFormat.AS_IS:
+                try:
+                    provider_id = format_id(provider_id, self.ack_format)
+                except ValueError as error:
+                    log.warning("mta.ack_id_format", account=self.account.name, error=str(error))
+            mt.provider_ids[index] = provider_id
+            mt.acked += 1
+        elif is_throttling(status):
+            self.m_throttled.inc()
+            self.m_in_flight.dec()
+            observed = self.limiter.in_window(now)
+            if self.aimd.on_throttled(now, float(observed)):
+                self.m_aimd.inc()
+                log.warning("mta.aimd_decrease", account=self.account.name, rate=self.aimd.rate)
+                self._apply_rate()
+            obs.MT_RETRIES.labels(self.account.name, "throttled").inc()
+            self.delayed.append((now + self.policy.throttle_backoff, mt, index))
+            return
+        elif mt.error_status is None:
+            mt.error_status = status
+        self._resolved(conn, mt, index)
+
+    def on_expired(self, conn: SmppConnection, expired: Expired, reason: str) -> None:
+        mt, index, _ = expired.context
+        self.m_in_flight.dec()  # off the wire; counted again if it goes back on
+        self.m_dups.inc()
+        mt.possible_duplicate = True
+        mt.unknown_attempts += 1
+        if mt.unknown_attempts <= self.policy.max_unknown and not self._draining:
+            obs.MT_RETRIES.labels(self.account.name, "no answer").inc()
+            self.parts.appendleft((mt, index))
+            self._wakeup.set()
+            return
+        if mt.error_status is None:
+            mt.error_status = UNKNOWN_FATE
+        self._resolved(None, mt, index)
+
+    def on_stray(self, conn: SmppConnection, pdu: object) -> None:
+        log.info("mta.late_response", account=self.account.name, pdu=repr(pdu))
+
+    def _resolved(self, conn: SmppConnection | None, mt: Mt, index: int) -> None:
+        """One part has its answer; when all have, the message goes to the writer."""
+        mt.resolved += 1
+        if conn is not None:
+            mt.part_conns[index] = conn
+            self.unpersisted[conn] = self.unpersisted.get(conn, 0) + 1
+        if not mt.complete:
+            return
+        callback = self._durable_callback(mt)
+        status = mt.error_status
+        if status is None:
+            self.writer.sent(self.account_id, mt, callback)
+        elif status == UNKNOWN_FATE:
+            self._unknown_fate(mt, callback)
+        else:
+            key, _ = submit_error_log(self.smsc_name, status)
+            self.writer.submit_failed(mt, key, callback)
+
+    def _unknown_fate(self, mt: Mt, callback: Callback) -> None:
+        now = datetime.now(UTC)
+        decision = self.policy.decide(
+            FailureType.SOFT, mt.retry_count, now, mt.validity_end(self.policy.default_validity)
+        )
+        reason = f"no answer from {self.smsc_name} after {mt.unknown_attempts} attempts"
+        if decision.verdict is Verdict.RETRY:
+            assert decision.next_try_at is not None
+            self.writer.retry(mt, decision.next_try_at, reason, callback=callback)
+        else:
+            reason = f"{reason} ({decision.reason})"
+            self.writer.failed(mt, FailureType.SOFT, reason, callback)
+
+    def _durable_callback(self, mt: Mt) -> Callback:
+        """What runs once the message's outcome is committed: its window slots free up."""
+
+        def durable() -> None:
+            for conn in mt.part_conns:
+                if conn is not None:
+                    left = self.unpersisted[conn] - 1
+                    if left:
+                        self.unpersisted[conn] = left
+                    else:
+                        del self.unpersisted[conn]
+                    self.m_in_flight.dec()
+            self.in_memory -= 1
+            if self.in_memory == 0:
+                self._all_durable.set()
+            self._wakeup.set()
+            if self.in_memory < self.high_water // 2:
+                self._need_work.set()
+
+        return durable
+
+    def _release(self, mt: Mt) -> None:
+        """Hand an unsent claimed message back to the queue (shutdown)."""
+        self.writer.retry(
+            mt,
+            datetime.now(UTC),
+            "released at shutdown",
+            counted=False,
+            callback=self._durable_callback(mt),
+        )
+
+    # --- rate --------------------------------------------------------------------------
+
+    def set_share(self, share: float | None) -> None:
+        """This child's share of the account's cap (from the coordinator)."""
+        self.share = share
+        self.aimd.set_cap(share if share else None)
+        self._apply_rate()
+
+    def set_fenced(self, fenced: bool) -> None:
+        if fenced != self.fenced:
+            log.warning("mta.fenced" if fenced else "mta.unfenced", account=self.account.name)
+        self.fenced = fenced
+        self._wakeup.set()
+
+    def _apply_rate(self) -> None:
+        rates = [r for r in (self.share if self.cap else None, self.aimd.rate) if r is not None]
+        rate = min(rates) if rates else None
+        if self.cap and self.share == 0:
+            rate = 1e-9  # no share yet: nothing may go
+        self.limiter.set_rate(rate, asyncio.get_running_loop().time())
+        self.m_rate.set(rate if rate and rate > 1e-6 else 0)
+        self._wakeup.set()
+
+    def tick(self) -> None:
+        """Periodic: let AIMD climb back and apply it."""
+        if self.aimd.rate is not None or self.aimd.reference is not None:
+            before = self.aimd.rate
+            self.aimd.on_clean(asyncio.get_running_loop().time())
+            if self.aimd.rate != before:
+                self._apply_rate()
+
+    # --- stopping ----------------------------------------------------------------------
+
+    async def stop(self, timeout: float) -> None:
+        """Stop claiming, finish what is on the wire (bounded), release the rest, unbind."""
+        self._claiming = False
+        self._need_work.set()
+        self._draining = True
+        keep: deque[tuple[Mt, int]] = deque()
+        released: set[int] = set()
+        for mt, index in list(self.parts) + [(mt, i) for _, mt, i in self.delayed]:
+            if mt.started:
+                keep.append((mt, index))
+            elif mt.id not in released:
+                released.add(mt.id)
+                self._release(mt)
+        self.parts, self.delayed = keep, deque()
+        self._wakeup.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_durable.wait(), timeout)
+        clients, self.clients = self.clients, []
+        await asyncio.gather(*(client.stop(0) for client in clients), return_exceptions=True)
+        self._wakeup.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def leftovers(self) -> list[Mt]:
+        """Messages still claimed after stop() (no answer in time): for the lease's end."""
+        return [mt for mt, _ in self.parts]

@@ -1,0 +1,247 @@
+"""The MTA end to end: real child processes, real PostgreSQL, the simulator over TCP."""
+
+from __future__ import annotations
+
+import gc
+import urllib.request
+
+import pytest
+
+from smpp.simulator import Smsc
+from smsmta.enqueue import DeliverySpec
+from tests.mta.conftest import Harness, free_port, mid_config
+
+pytestmark = pytest.mark.timeout(240)
+
+
+async def test_ten_thousand_messages_are_sent_exactly_once(harness: Harness, smsc: Smsc) -> None:
+    path, config = harness.write_config(mid_config(smsc.port, children=2, connections=2))
+    count = 10_000
+    delivery_id = await harness.enqueue(config, count)
+    mta = await harness.start_mta(path)
+
+    async def all_sent() -> bool:
+        return (await harness.statuses()).get("sent", 0) == count
+
+    await harness.wait_until(all_sent, 120, "every message sent", mta)
+    assert await mta.stop() == 0, mta.log()[-3000:]
+
+    assert smsc.counters.accepted == count
+    assert smsc.counters.duplicates == 0
+    [(rows, distinct_ids, distinct_messages)] = await harness.query(
+        "SELECT count(*), count(DISTINCT provider_id), count(DISTINCT broad_log_id) "
+        "FROM mid.provider_msg_id"
+    )
+    assert rows == distinct_ids == distinct_messages == count
+    [(sent, to_send)] = await harness.query(
+        "SELECT sent, to_send FROM mid.delivery WHERE id = %s", delivery_id
+    )
+    assert sent == to_send == count
+    # both children took part, each with its two binds
+    assert smsc.counters.binds_total >= 4
+    [(owners,)] = await harness.query("SELECT count(*) FROM mid.mta_lease")
+    assert owners == 0  # each child dropped its lease on the way out
+
+
+def max_in_any_second(times: list[float]) -> int:
+    """The most submits within any half-open one-second span (t - 1, t]."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, stamp in enumerate(times):
+        while times[start] + 1.0 <= stamp:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+async def test_rate_cap_holds_across_two_children(harness: Harness, smsc: Smsc) -> None:
+    cap = 200
+    path, config = harness.write_config(
+        mid_config(smsc.port, children=2, connections=2, window=20, rate=cap)
+    )
+    times: list[float] = []
+    smsc.on_submit = lambda pdu, now, status: times.append(now)
+    count = 2_600
+    await harness.enqueue(config, count)
+    # The arrival times are read in this process: a garbage-collection pause here would
+    # stamp a backlog of arrivals at once, a stall of the receiver, not a burst of senders.
+    gc.disable()
+    try:
+        mta = await harness.start_mta(path)
+
+        async def all_sent() -> bool:
+            return (await harness.statuses()).get("sent", 0) == count
+
+        await harness.wait_until(all_sent, 60, "every message sent", mta)
+    finally:
+        gc.enable()
+    assert await mta.stop() == 0
+    assert len(times) == count
+    assert max_in_any_second(times) <= cap
+    # over ten seconds of steady sending, at least 95% of the cap
+    times.sort()
+    best_ten = max(
+        sum(1 for t in times if start <= t < start + 10.0) for start in times[: count // 3]
+    )
+    assert best_ten >= 0.95 * cap * 10, best_ten
+
+
+async def test_throttling_smsc_triggers_aimd_and_everything_goes_out(
+    harness: Harness, smsc: Smsc
+) -> None:
+    smsc.update_config(max_tps=150)
+    port = free_port()
+    path, config = harness.write_config(
+        mid_config(smsc.port, children=1, connections=2, window=20, metrics_port=port)
+    )
+    count = 1_500
+    await harness.enqueue(config, count)
+    mta = await harness.start_mta(path)
+
+    async def all_sent() -> bool:
+        return (await harness.statuses()).get("sent", 0) == count
+
+    await harness.wait_until(all_sent, 90, "every message sent", mta)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    assert await mta.stop() == 0
+    assert smsc.counters.throttled_tps > 0
+    assert smsc.counters.accepted == count and smsc.counters.duplicates == 0
+    decreases = metric_value(metrics.decode(), "smsmta_aimd_decreases_total")
+    assert decreases >= 1
+    assert '"mta.aimd_decrease"' in mta.log()
+
+
+def metric_value(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_a_link_dropped_every_thousand_submits_loses_nothing(
+    harness: Harness, smsc: Smsc
+) -> None:
+    smsc.update_config(drop_after=1000)
+    path, config = harness.write_config(mid_config(smsc.port, children=2, connections=2))
+    count = 6_000
+    await harness.enqueue(config, count)
+    mta = await harness.start_mta(path)
+
+    async def all_sent() -> bool:
+        return (await harness.statuses()).get("sent", 0) == count
+
+    await harness.wait_until(all_sent, 120, "every message sent", mta)
+    assert await mta.stop() == 0
+    assert smsc.counters.dropped_connections >= 4  # each of the 4 binds at its 1,000th
+    assert smsc.counters.accepted - smsc.counters.duplicates == count
+    [(flagged,)] = await harness.query(
+        "SELECT count(*) FROM mid.broad_log WHERE possible_duplicate"
+    )
+    assert flagged >= smsc.counters.dropped_connections  # each drop left one unanswered
+
+
+async def test_sigkill_of_a_child_loses_nothing_and_duplicates_at_most_a_window(
+    harness: Harness, smsc: Smsc
+) -> None:
+    window, connections = 10, 2
+    smsc.update_config(resp_delay_ms=5)
+    path, config = harness.write_config(
+        mid_config(smsc.port, children=2, connections=connections, window=window)
+    )
+    count = 10_000
+    await harness.enqueue(config, count)
+    mta = await harness.start_mta(path)
+
+    async def some_sent() -> bool:
+        return (await harness.statuses()).get("sent", 0) >= 2_000
+
+    await harness.wait_until(some_sent, 60, "2,000 messages sent", mta)
+    victim = mta.children()[0]
+    victim.kill()
+
+    async def all_sent() -> bool:
+        return (await harness.statuses()).get("sent", 0) == count
+
+    await harness.wait_until(all_sent, 120, "every message sent after the kill", mta)
+    assert await mta.stop() == 0
+    assert smsc.counters.accepted - smsc.counters.duplicates == count
+    assert smsc.counters.duplicates <= window * connections
+    assert '"mta.child_died"' in mta.log()
+
+
+async def test_multipart_ucs2_and_message_payload(harness: Harness, smsc: Smsc) -> None:
+    path, config = harness.write_config(mid_config(smsc.port, children=1, connections=1))
+    text = "Réunion demain 😀 " * 8  # UCS-2 because of the emoji: 144 units, 3 parts
+    delivery_id = await harness.enqueue(config, 5, text=lambda i: text)
+    mta = await harness.start_mta(path)
+
+    async def all_sent() -> bool:
+        return (await harness.statuses()).get("sent", 0) == 5
+
+    await harness.wait_until(all_sent, 60, "the multipart messages sent", mta)
+    assert await mta.stop() == 0
+    rows = await harness.query(
+        "SELECT b.parts, count(p.*), array_agg(p.part_no ORDER BY p.part_no) "
+        "FROM mid.broad_log b JOIN mid.provider_msg_id p ON p.broad_log_id = b.id "
+        "WHERE b.delivery_id = %s GROUP BY b.id, b.parts",
+        delivery_id,
+    )
+    assert rows == [(3, 3, [1, 2, 3])] * 5
+    assert smsc.counters.submit_sm == 15
+    assert smsc.counters.receipts_generated == 5  # registered_delivery on the first part only
+
+    payload_path, payload_config = harness.write_config(
+        mid_config(smsc.port, children=1, connections=1, smsc={"message_payload": True}),
+        "payload.yaml",
+    )
+    long_text = "A long text sent in one PDU. " * 20  # 580 characters
+    await harness.enqueue(payload_config, 3, text=lambda i: long_text, spec=DeliverySpec("payload"))
+    mta = await harness.start_mta(payload_path)
+
+    async def payload_sent() -> bool:
+        return (await harness.statuses()).get("sent", 0) == 8
+
+    await harness.wait_until(payload_sent, 60, "the payload messages sent", mta)
+    assert await mta.stop() == 0
+    assert smsc.counters.submit_sm == 18
+    [(parts,)] = await harness.query(
+        "SELECT DISTINCT b.parts FROM mid.broad_log b JOIN mid.delivery d ON d.id = b.delivery_id "
+        "WHERE d.marketing_delivery_id = 'payload'"
+    )
+    assert parts == 1
+
+
+async def test_unencodable_and_overlong_texts_fail_with_their_reason(
+    harness: Harness, smsc: Smsc
+) -> None:
+    path, config = harness.write_config(
+        mid_config(
+            smsc.port,
+            children=1,
+            connections=1,
+            smsc={"encoding_mapping": [{"data_coding": 0, "encoding": "gsm7"}]},
+        )
+    )
+    texts = ["Fine text", "No emoji 😀 here", "x" * 1000]
+    await harness.enqueue(config, 3, text=lambda i: texts[i], spec=DeliverySpec("bad", max_parts=3))
+    mta = await harness.start_mta(path)
+
+    async def settled() -> bool:
+        statuses = await harness.statuses()
+        return statuses.get("sent", 0) == 1 and statuses.get("failed", 0) == 2
+
+    await harness.wait_until(settled, 60, "one sent and two failed", mta)
+    assert await mta.stop() == 0
+    rows = dict(
+        await harness.query(
+            "SELECT marketing_message_id, failure_type::text || ': ' || failure_reason "
+            "FROM mid.broad_log WHERE status = 'failed'"
+        )
+    )
+    assert rows[1] == (
+        "hard: cannot encode the text: '😀' (U+1F600) at index 9 (0-based) is not in gsm7"
+    )
+    assert rows[2].startswith("hard: the text needs 7 SMS parts in gsm7")
+    assert rows[2].endswith("but at most 3 are allowed")
+    assert smsc.counters.submit_sm == 1
