@@ -280,3 +280,47 @@ async def test_stop_waits_for_answers_then_unbinds(smsc: Smsc) -> None:
     assert len(recorder.responses) == 5 and not recorder.expired
     assert smsc.counters.unbinds == 1
     assert S.ESME_ROK == 0
+
+
+async def test_gsm7_ucs2_and_multipart_messages_get_their_receipts(smsc: Smsc) -> None:
+    """What smpplib does in test_simulator_smpplib.py, done by our own client and text code."""
+    from smpp.constants import EsmClass
+    from smpp.receipt import Outcome, ReceiptRules, interpret
+    from smpp.text import encode_message
+
+    recorder = Recorder()
+    conn = await connect(settings(smsc.port, kind=BindKind.TRANSCEIVER), recorder)
+    texts = {
+        "gsm7": "Hello {world} with €uro and ^escapes^",
+        "ucs2": "Привет, мир 😀",
+        "multipart": "Long message, " * 30,
+    }
+    for name, text in texts.items():
+        encoded = encode_message(text, reference=len(name))
+        for index, part in enumerate(encoded.parts):
+            conn.submit(
+                SubmitSm(
+                    destination_addr="33600000001",
+                    esm_class=EsmClass.UDHI if encoded.udh else 0,
+                    data_coding=encoded.data_coding,
+                    registered_delivery=1 if index == 0 else 0,
+                    short_message=part,
+                ),
+                context=(name, encoded.data_coding, len(encoded.parts)),
+            )
+    await recorder.wait(lambda: len(recorder.responses) == 1 + 1 + 3)
+    first_parts = {}
+    for response in recorder.responses:
+        name, coding, parts = response.context
+        first_parts.setdefault(name, (response.pdu.message_id, coding, parts))
+    assert {name: (coding, parts) for name, (_, coding, parts) in first_parts.items()} == {
+        "gsm7": (0, 1),
+        "ucs2": (8, 1),
+        "multipart": (0, 3),
+    }
+    await recorder.wait(lambda: len(recorder.requests) == 3)  # one receipt per message
+    rules = ReceiptRules.build("Sim")
+    receipts = [interpret(pdu.short_message, pdu.tlvs, rules) for pdu in recorder.requests]
+    assert {r.provider_id for r in receipts} == {mid for mid, _, _ in first_parts.values()}
+    assert {r.outcome for r in receipts} == {Outcome.DELIVERED}
+    conn.close()
