@@ -7,8 +7,11 @@ child renews every second) so that a dead child's claims return to the queue.
 receipt reconciliation; it has no foreign keys on purpose: it is the hottest insert of
 the system and is purged on its own retention, independently of `broad_log`.
 `broad_log_msg` is the message log of SPEC section 7: one row per normalised failure
-text, qualified hard / soft / ignored. `rate_share` and `bind_slot` hold an account's
-max MT/s and max_binds across every child and host.
+text, qualified hard / soft / ignored. `inbox` holds every deliver_sm / data_sm as
+received, committed before its response goes out, until the SMS process has handled it;
+`receipt` is the history of every receipt handled (matched or not), the message's
+history of SPEC section 7 and the list of unmatched receipts. `rate_share` and
+`bind_slot` hold an account's max MT/s and max_binds across every child and host.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
@@ -64,6 +68,31 @@ class FailureType(enum.StrEnum):
     HARD = "hard"
     SOFT = "soft"
     IGNORED = "ignored"
+
+
+class InboxKind(enum.StrEnum):
+    RECEIPT = "receipt"  # a delivery receipt (esm_class SMSC receipt or intermediate notice)
+    MO = "mo"  # an incoming message
+
+
+class ReceiptOutcome(enum.StrEnum):
+    """What the receipt's stat means (smpp.receipt.Outcome)."""
+
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    INTERMEDIATE = "intermediate"
+
+
+class ReceiptResult(enum.StrEnum):
+    """What handling the receipt did."""
+
+    APPLIED = "applied"  # it set its message's status (delivered, failed or back to pending)
+    PART = "part"  # a part's final receipt, kept until every part has one (all_parts mode)
+    INTERMEDIATE = "intermediate"  # a non-final stat: history only
+    DUPLICATE = "duplicate"  # the message already had its outcome: nothing changed
+    IGNORED = "ignored"  # a part that does not decide, or an earlier attempt of a retried MT
+    UNMATCHED = "unmatched"  # no provider_msg_id matched within the receipt match wait
+    INVALID = "invalid"  # no provider id could be read from it
 
 
 class DeliveryState(enum.StrEnum):
@@ -294,3 +323,60 @@ class BindSlot(MidBase):
     )
     slot: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner: Mapped[str] = mapped_column(ForeignKey("mta_lease.owner", ondelete="CASCADE"))
+
+
+class Inbox(MidBase):
+    """A deliver_sm / data_sm as received, stored before its response was sent.
+
+    No foreign key, like provider_msg_id: it is written at receipt rate and emptied by the
+    SMS process as it handles the rows. `pdu` is the PDU as SMPP encodes it (smpp.codec),
+    so nothing the SMSC sent is lost. A receipt not matched yet waits here (`next_try_at`,
+    `attempts`); a part of a long MO waits, `held`, until its message is complete.
+    """
+
+    __tablename__ = "inbox"
+    __table_args__ = (Index("ix_inbox_due", "next_try_at", "id", postgresql_where=sql("NOT held")),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    account_id: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[InboxKind] = mapped_column(_enum(InboxKind, "inbox_kind"))
+    pdu: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = created_at_column()
+    next_try_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    attempts: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    held: Mapped[bool] = mapped_column(Boolean, server_default=sql("false"))
+
+
+class Receipt(MidBase):
+    """One handled receipt: the message's history, and the unmatched ones for inspection."""
+
+    __tablename__ = "receipt"
+    __table_args__ = (
+        Index("ix_receipt_broad_log_id", "broad_log_id"),
+        Index(
+            "ix_receipt_unmatched",
+            "account_id",
+            "received_at",
+            postgresql_where=sql("result IN ('unmatched', 'invalid')"),
+        ),
+        Index("ix_receipt_processed_at", "processed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    account_id: Mapped[int] = mapped_column(Integer)
+    provider_id: Mapped[str | None] = mapped_column(String(256))
+    broad_log_id: Mapped[int | None] = mapped_column(BigInteger)
+    part_no: Mapped[int | None] = mapped_column(SmallInteger)
+    mt_sent_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True)
+    )  # the matched provider_msg_id's created_at: which attempt of the message
+    stat: Mapped[str | None] = mapped_column(String(64))
+    err: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[ReceiptOutcome] = mapped_column(_enum(ReceiptOutcome, "receipt_outcome"))
+    result: Mapped[ReceiptResult] = mapped_column(_enum(ReceiptResult, "receipt_result"))
+    text: Mapped[str] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)  # why it did not match, and the like
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    processed_at: Mapped[datetime] = created_at_column()

@@ -27,7 +27,7 @@ def engine_for(url: URL) -> Engine:
 
 
 def test_one_head_per_branch() -> None:
-    assert migrate.heads("mid") == ("mid_0002",)
+    assert migrate.heads("mid") == ("mid_0003",)
     assert migrate.heads("marketing") == ("marketing_0001",)
 
 
@@ -72,6 +72,19 @@ def add_a_row_to_every_table(url: URL) -> None:
                 ),
                 db.ShortCodeBlacklist(short_code="38000", address="+33600000001"),
                 db.MtaLease(owner="h:1:0", host_id="h", pid=1, expires_at=datetime.now(UTC)),
+                db.Inbox(account_id=account.id, kind=db.InboxKind.RECEIPT, pdu=b"\x00"),
+                db.Receipt(
+                    account_id=account.id,
+                    provider_id="abc123",
+                    broad_log_id=message.id,
+                    part_no=1,
+                    stat="UNDELIV",
+                    err="001",
+                    outcome=db.ReceiptOutcome.FAILED,
+                    result=db.ReceiptResult.APPLIED,
+                    text="id:abc123 stat:UNDELIV err:001",
+                    received_at=datetime.now(UTC),
+                ),
             ]
         )
         session.flush()
@@ -190,14 +203,14 @@ def test_db_upgrade_command_against_a_url(fresh_db_url: URL) -> None:
     env = {k: v for k, v in os.environ.items() if k != DATABASE_URL_ENV}
     result = cli("db", "upgrade", "--url", url, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["mid: at mid_0002", "marketing: at marketing_0001"]
+    assert result.stdout.splitlines() == ["mid: at mid_0003", "marketing: at marketing_0001"]
 
     result = cli("db", "downgrade", "--side", "marketing", env={**env, DATABASE_URL_ENV: url})
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["marketing: at base"]
     result = cli("db", "current", env={**env, DATABASE_URL_ENV: url})
     assert result.stdout.splitlines() == [
-        "mid: at mid_0002 (up to date)",
+        "mid: at mid_0003 (up to date)",
         "marketing: at base (head is marketing_0001)",
     ]
 
@@ -209,12 +222,12 @@ def test_db_upgrade_command_against_the_embedded_default() -> None:
     env[EMBEDDED_DIR_ENV] = str(data_dir)
     result = cli("db", "upgrade", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["mid: at mid_0002", "marketing: at marketing_0001"]
+    assert result.stdout.splitlines() == ["mid: at mid_0003", "marketing: at marketing_0001"]
     # the data outlives the server: a second start finds the schemas migrated
     result = cli("db", "current", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "mid: at mid_0002 (up to date)",
+        "mid: at mid_0003 (up to date)",
         "marketing: at marketing_0001 (up to date)",
     ]
     assert (data_dir / "PG_VERSION").exists()

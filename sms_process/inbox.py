@@ -1,0 +1,186 @@
+"""The inbox: every deliver_sm / data_sm made durable before its response goes out.
+
+Whoever holds a receiving bind (the SMS process's receivers in TX+RX mode, an MTA
+child's transceivers in TRX mode) hands each request to `Inbox.add(account_id, pdu,
+ack)`. The inbox encodes the PDU as SMPP does (smpp.codec), queues it, and writes
+everything queued in ONE transaction (COPY into `mid.inbox`), flushing back to back:
+while one batch commits the next gathers, so the batch size follows the load and no
+PDU waits for a timer. Only after the commit are the batch's `ack` callbacks called (they
+send the deliver_sm_resp): a receipt or MO is never acknowledged before it is stored. A
+crash before the commit loses nothing either: the SMSC sends unacknowledged PDUs again.
+
+The same transaction NOTIFYs `smsmta_inbox`, so the SMS process (sms_process.process),
+which handles every inbox row whichever process stored it, starts at once.
+
+Contract:
+- `add()` never blocks and never raises for the PDU's content; after `close()` began it
+  refuses (returns False, no ack): the SMSC will send the PDU again later.
+- `run()` flushes until `close()`; a lost database connection keeps the batch, reconnects
+  and tries again (memory stays bounded: unacknowledged PDUs hold the SMSC's window).
+- `ack` callbacks run in commit order, once each; one raising is logged, not propagated.
+
+Touches: the database (`mid.inbox`, NOTIFY), nothing else; acks are the caller's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import psycopg
+import structlog
+
+from smpp import codec
+from smpp.constants import CommandId, EsmClass
+from smpp.pdu import Pdu
+from smsmta.db import InboxKind
+
+if TYPE_CHECKING:
+    from smpp.aio import SmppConnection
+
+log = structlog.get_logger("sms_process.inbox")
+
+NOTIFY_CHANNEL = "smsmta_inbox"
+
+COPY_INBOX = "COPY mid.inbox (account_id, kind, pdu, received_at, next_try_at) FROM STDIN"
+
+Ack = Callable[[], object]
+Connect = Callable[[], Awaitable[psycopg.AsyncConnection]]
+
+# esm_class message types that say "this deliver_sm is a receipt"
+_RECEIPT_TYPES = frozenset({EsmClass.DELIVERY_RECEIPT, EsmClass.INTERMEDIATE_DELIVERY_NOTIFICATION})
+_RECEIPTED_MESSAGE_ID = 0x001E
+_MESSAGE_STATE = 0x0427
+
+
+def kind_of(pdu: Pdu) -> InboxKind:
+    """Receipt or MO: the esm_class message type, else receipt TLVs on a plain deliver_sm."""
+    if pdu.esm_class & EsmClass.MESSAGE_TYPE_MASK in _RECEIPT_TYPES:
+        return InboxKind.RECEIPT
+    tags = {tag for tag, _ in pdu.tlvs}
+    if _RECEIPTED_MESSAGE_ID in tags and _MESSAGE_STATE in tags:
+        return InboxKind.RECEIPT
+    return InboxKind.MO
+
+
+def acknowledge(conn: SmppConnection, pdu: Pdu) -> Ack:
+    """The ack of one request: its response with ESME_ROK, on the connection it came on."""
+    return lambda: conn.respond(pdu.make_resp())
+
+
+STORED_COMMANDS = frozenset({CommandId.deliver_sm, CommandId.data_sm})
+
+
+def handle_request(inbox: Inbox, account_id: int, conn: SmppConnection, pdu: Pdu) -> None:
+    """What a receiving bind's `on_request` does: store deliver_sm / data_sm, answer later.
+
+    Other requests (alert_notification has no response) are answered at once if they have
+    a response, else ignored.
+    """
+    if pdu.command_id in STORED_COMMANDS:
+        inbox.add(account_id, pdu, acknowledge(conn, pdu))
+    elif pdu.RESPONSE is not None:
+        conn.respond(pdu.make_resp())
+
+
+@dataclass
+class InboxStats:
+    flushes: int = 0
+    rows: int = 0
+    refused: int = 0
+
+
+class Inbox:
+    """Batched, durable storage of received deliver_sm / data_sm; see the module docstring."""
+
+    def __init__(
+        self, connect: Connect, *, retry_delay: float = 1.0, max_batch: int = 5000
+    ) -> None:
+        self.connect = connect
+        self.retry_delay = retry_delay
+        self.max_batch = max_batch
+        self.stats = InboxStats()
+        self.conn: psycopg.AsyncConnection | None = None
+        self._rows: list[tuple[int, str, bytes, datetime]] = []
+        self._acks: list[Ack] = []
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        #: called after each commit with (rows, seconds the flush took)
+        self.on_flushed: Callable[[int, float], None] | None = None
+
+    def add(self, account_id: int, pdu: Pdu, ack: Ack) -> bool:
+        """Queue one received request; `ack()` runs once it is committed. False if closing."""
+        if self._closing:
+            self.stats.refused += 1
+            return False
+        self._rows.append((account_id, kind_of(pdu).value, codec.encode(pdu), datetime.now(UTC)))
+        self._acks.append(ack)
+        self._idle.clear()
+        self._wakeup.set()
+        return True
+
+    @property
+    def backlog(self) -> int:
+        """Requests received and not yet committed."""
+        return len(self._rows)
+
+    async def run(self) -> None:
+        """Flush back to back while there is something to write; until close()."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._rows:
+                try:
+                    await self.flush()
+                except psycopg.Error as error:
+                    log.warning(
+                        "sms_process.inbox_flush_failed", error=str(error), rows=len(self._rows)
+                    )
+                    await asyncio.sleep(self.retry_delay)
+                    if self.conn is not None and (self.conn.closed or self.conn.broken):
+                        self.conn = None
+            self._idle.set()
+            if self._closing:
+                return
+
+    async def close(self) -> None:
+        """Refuse new requests, write (and acknowledge) what is queued, then stop run()."""
+        self._closing = True
+        self._wakeup.set()
+        await self._idle.wait()
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await self.conn.close()
+
+    async def flush(self) -> None:
+        """Write what is queued (at most max_batch rows) in one transaction, then ack it."""
+        if not self._rows:
+            return
+        if self.conn is None:
+            self.conn = await self.connect()
+        n = self.max_batch
+        rows, acks = self._rows[:n], self._acks[:n]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        conn = self.conn
+        async with conn.transaction():
+            async with conn.cursor() as cursor, cursor.copy(COPY_INBOX) as copy:
+                for account_id, kind, pdu, received_at in rows:
+                    await copy.write_row((account_id, kind, pdu, received_at, received_at))
+            await conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
+        del self._rows[:n], self._acks[:n]
+        self.stats.flushes += 1
+        self.stats.rows += len(rows)
+        for ack in acks:
+            try:
+                ack()
+            except Exception:  # one bad callback must not keep the others from running
+                log.exception("sms_process.inbox_ack_failed")
+        if self.on_flushed is not None:
+            self.on_flushed(len(rows), loop.time() - started)
