@@ -245,3 +245,59 @@ async def test_unencodable_and_overlong_texts_fail_with_their_reason(
     assert rows[2].startswith("hard: the text needs 7 SMS parts in gsm7")
     assert rows[2].endswith("but at most 3 are allowed")
     assert smsc.counters.submit_sm == 1
+
+
+async def test_max_binds_caps_the_binds_of_all_children(harness: Harness, smsc: Smsc) -> None:
+    path, config = harness.write_config(
+        mid_config(smsc.port, children=2, connections=2, max_binds=3)
+    )
+    count = 4_000
+    await harness.enqueue(config, count)
+    smsc.update_config(resp_delay_ms=1)
+    mta = await harness.start_mta(path)
+    most = 0
+
+    async def all_sent() -> bool:
+        nonlocal most
+        most = max(most, smsc.stats["binds_active"]["tx"])
+        return (await harness.statuses()).get("sent", 0) == count
+
+    await harness.wait_until(all_sent, 90, "every message sent", mta)
+    assert await mta.stop() == 0
+    assert most == 3  # two children wanted four binds; the account allows three
+    assert smsc.counters.accepted == count and smsc.counters.duplicates == 0
+
+
+async def test_sigterm_returns_unsent_claims_and_a_restart_finishes_the_job(
+    harness: Harness, smsc: Smsc
+) -> None:
+    smsc.update_config(resp_delay_ms=2)
+    path, config = harness.write_config(mid_config(smsc.port, children=2, connections=1))
+    count = 20_000
+    await harness.enqueue(config, count)
+    mta = await harness.start_mta(path)
+
+    async def some_sent() -> bool:
+        return (await harness.statuses()).get("sent", 0) >= 2_000
+
+    await harness.wait_until(some_sent, 60, "2,000 messages sent", mta)
+    assert await mta.stop(timeout=30) == 0
+    statuses = await harness.statuses()
+    assert statuses.get("sending", 0) == 0  # every claim written back or released
+    assert statuses.get("sent", 0) + statuses.get("pending", 0) == count
+    assert statuses["pending"] > 0
+    assert smsc.counters.unbinds >= 2  # each child unbound on its way out
+    released = await harness.query(
+        "SELECT count(*) FROM mid.broad_log WHERE status = 'pending' AND retry_count > 0"
+    )
+    assert released == [(0,)]  # handing back is not a retry
+
+    mta = await harness.start_mta(path)
+
+    async def all_sent() -> bool:
+        return (await harness.statuses()).get("sent", 0) == count
+
+    await harness.wait_until(all_sent, 120, "the rest sent after the restart", mta)
+    assert await mta.stop() == 0
+    assert smsc.counters.accepted == count
+    assert smsc.counters.duplicates == 0
