@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import urllib.request
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -301,3 +302,48 @@ async def test_sigterm_returns_unsent_claims_and_a_restart_finishes_the_job(
     assert await mta.stop() == 0
     assert smsc.counters.accepted == count
     assert smsc.counters.duplicates == 0
+
+
+async def test_submit_errors_are_qualified_through_the_message_log(
+    harness: Harness, smsc: Smsc
+) -> None:
+    smsc.update_config(submit_fail_rate=1.0)  # every submit answered ESME_RSUBMITFAIL
+    path, config = harness.write_config(mid_config(smsc.port, children=1, connections=1))
+    await harness.enqueue(config, 20, spec=DeliverySpec("hard"))
+    mta = await harness.start_mta(path)
+
+    async def failed(n: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return (await harness.statuses()).get("failed", 0) == n
+
+        return check
+
+    await harness.wait_until(await failed(20), 60, "20 hard failures", mta)
+    key = "SUBMIT Sim 0x00000045 ESME_RSUBMITFAIL"
+    assert await harness.query(
+        "SELECT key, first_text, qualification::text, count FROM mid.broad_log_msg"
+    ) == [(key, key, "hard", 20)]
+    assert await harness.query(
+        "SELECT DISTINCT failure_type::text, failure_reason, retry_count FROM mid.broad_log"
+    ) == [("hard", key, 0)]
+    [(failed_hard,)] = await harness.query(
+        "SELECT failed_hard FROM mid.delivery WHERE marketing_delivery_id = 'hard'"
+    )
+    assert failed_hard == 20
+
+    # an operator requalifies the error as soft: the next failures go back to the queue
+    await harness.query("UPDATE mid.broad_log_msg SET qualification = 'soft' RETURNING id")
+    delivery_id = await harness.enqueue(config, 10, spec=DeliverySpec("soft"))
+
+    async def retried() -> bool:
+        rows = await harness.query(
+            "SELECT count(*) FROM mid.broad_log WHERE delivery_id = %s AND status = 'pending' "
+            "AND retry_count = 1 AND next_try_at > now() + interval '50 seconds'",
+            delivery_id,
+        )
+        return rows == [(10,)]
+
+    await harness.wait_until(retried, 60, "10 soft failures queued for retry", mta)
+    assert await mta.stop() == 0
+    [(count,)] = await harness.query("SELECT count FROM mid.broad_log_msg")
+    assert count == 30
