@@ -8,9 +8,10 @@ index has a predictable name that migrations can refer to.
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
-from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy import DateTime, Enum, MetaData, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -43,3 +44,13 @@ def created_at_column() -> Mapped[datetime]:
 
 def updated_at_column() -> Mapped[datetime]:
     return mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+
+def pg_enum(cls: type[enum.Enum], name: str) -> Enum:
+    """A native PostgreSQL enum in the metadata's schema, stored by value ('pending')."""
+    return Enum(
+        cls,
+        name=name,
+        values_callable=lambda members: [member.value for member in members],
+        validate_strings=True,
+    )

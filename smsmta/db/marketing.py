@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     DateTime,
-    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -26,16 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from smsmta.db.base import MarketingBase, created_at_column, updated_at_column
-
-
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(
-        cls,
-        name=name,
-        values_callable=lambda members: [member.value for member in members],
-        validate_strings=True,
-    )
+from smsmta.db.base import MarketingBase, created_at_column, pg_enum, updated_at_column
 
 
 class MarketingDeliveryState(enum.StrEnum):
@@ -95,7 +85,7 @@ class MarketingDelivery(MarketingBase):
     label: Mapped[str] = mapped_column(String(255), server_default="")
     text: Mapped[str] = mapped_column(Text)
     state: Mapped[MarketingDeliveryState] = mapped_column(
-        _enum(MarketingDeliveryState, "delivery_state"),
+        pg_enum(MarketingDeliveryState, "delivery_state"),
         server_default=MarketingDeliveryState.DRAFT.value,
     )
     mid_delivery_id: Mapped[int | None] = mapped_column(BigInteger)
@@ -126,7 +116,7 @@ class DeliveryMessage(MarketingBase):
     address: Mapped[str] = mapped_column(String(32))
     text: Mapped[str] = mapped_column(Text)
     status: Mapped[MarketingMessageStatus] = mapped_column(
-        _enum(MarketingMessageStatus, "message_status"),
+        pg_enum(MarketingMessageStatus, "message_status"),
         server_default=MarketingMessageStatus.TO_SEND.value,
     )
     failure_reason: Mapped[str | None] = mapped_column(Text)

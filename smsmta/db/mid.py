@@ -24,7 +24,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
-    Enum,
     Float,
     ForeignKey,
     Index,
@@ -42,17 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from smsmta.db.base import MidBase, created_at_column, updated_at_column
-
-
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    """A native PostgreSQL enum in the table's schema, stored by value ('pending')."""
-    return Enum(
-        cls,
-        name=name,
-        values_callable=lambda members: [member.value for member in members],
-        validate_strings=True,
-    )
+from smsmta.db.base import MidBase, created_at_column, pg_enum, updated_at_column
 
 
 class MessageStatus(enum.StrEnum):
@@ -148,13 +137,13 @@ class Delivery(MidBase):
     marketing_delivery_id: Mapped[str] = mapped_column(String(64))
     label: Mapped[str] = mapped_column(String(255), server_default="")
     state: Mapped[DeliveryState] = mapped_column(
-        _enum(DeliveryState, "delivery_state"), server_default=DeliveryState.PENDING.value
+        pg_enum(DeliveryState, "delivery_state"), server_default=DeliveryState.PENDING.value
     )
     # SPEC section 6 options
     source_addr: Mapped[str | None] = mapped_column(String(21))
     max_parts: Mapped[int] = mapped_column(SmallInteger, server_default="5")
     transmission_mode: Mapped[TransmissionMode | None] = mapped_column(
-        _enum(TransmissionMode, "transmission_mode")
+        pg_enum(TransmissionMode, "transmission_mode")
     )
     validity_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     priority: Mapped[int] = mapped_column(SmallInteger, server_default="0")
@@ -200,7 +189,7 @@ class BroadLog(MidBase):
     address: Mapped[str] = mapped_column(String(32))
     text: Mapped[str] = mapped_column(Text)
     status: Mapped[MessageStatus] = mapped_column(
-        _enum(MessageStatus, "message_status"), server_default=MessageStatus.PENDING.value
+        pg_enum(MessageStatus, "message_status"), server_default=MessageStatus.PENDING.value
     )
     parts: Mapped[int] = mapped_column(SmallInteger, server_default="0")
     retry_count: Mapped[int] = mapped_column(SmallInteger, server_default="0")
@@ -209,7 +198,7 @@ class BroadLog(MidBase):
     )
     lease_owner: Mapped[str | None] = mapped_column(String(64))  # an mta_lease.owner
     possible_duplicate: Mapped[bool] = mapped_column(Boolean, server_default=sql("false"))
-    failure_type: Mapped[FailureType | None] = mapped_column(_enum(FailureType, "failure_type"))
+    failure_type: Mapped[FailureType | None] = mapped_column(pg_enum(FailureType, "failure_type"))
     failure_reason: Mapped[str | None] = mapped_column(Text)
     broad_log_msg_id: Mapped[int | None] = mapped_column(ForeignKey("broad_log_msg.id"))
     created_at: Mapped[datetime] = created_at_column()
@@ -229,7 +218,7 @@ class BroadLogMsg(MidBase):
     key: Mapped[str] = mapped_column(Text, unique=True)  # SR <smsc> <stat> <err>|#MESSAGE#
     first_text: Mapped[str] = mapped_column(Text)  # SR <smsc> <stat> <err>|MESSAGE=<text>
     qualification: Mapped[FailureType] = mapped_column(
-        _enum(FailureType, "failure_type"), server_default=FailureType.HARD.value
+        pg_enum(FailureType, "failure_type"), server_default=FailureType.HARD.value
     )
     count: Mapped[int] = mapped_column(BigInteger, server_default="0")
     created_at: Mapped[datetime] = created_at_column()
@@ -339,7 +328,7 @@ class Inbox(MidBase):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     account_id: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[InboxKind] = mapped_column(_enum(InboxKind, "inbox_kind"))
+    kind: Mapped[InboxKind] = mapped_column(pg_enum(InboxKind, "inbox_kind"))
     pdu: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime] = created_at_column()
     next_try_at: Mapped[datetime] = mapped_column(
@@ -374,8 +363,8 @@ class Receipt(MidBase):
     )  # the matched provider_msg_id's created_at: which attempt of the message
     stat: Mapped[str | None] = mapped_column(String(64))
     err: Mapped[str | None] = mapped_column(String(64))
-    outcome: Mapped[ReceiptOutcome] = mapped_column(_enum(ReceiptOutcome, "receipt_outcome"))
-    result: Mapped[ReceiptResult] = mapped_column(_enum(ReceiptResult, "receipt_result"))
+    outcome: Mapped[ReceiptOutcome] = mapped_column(pg_enum(ReceiptOutcome, "receipt_outcome"))
+    result: Mapped[ReceiptResult] = mapped_column(pg_enum(ReceiptResult, "receipt_result"))
     text: Mapped[str] = mapped_column(Text)
     note: Mapped[str | None] = mapped_column(Text)  # why it did not match, and the like
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
