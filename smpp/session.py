@@ -208,6 +208,8 @@ class Session:
         self.role = role
         self.window = window
         self.timeouts = timeouts
+        self._send_table = _SEND[role]
+        self._receive_table = _RECEIVE[role]
         self.state = State.OPEN
         self.bind_command: CommandId | None = None  # the bind in force or in progress
         self._framer = Framer(max_command_length)
@@ -217,6 +219,18 @@ class Session:
         self._next_sequence = 1
         self._last_activity: float | None = None
         self._eof = False
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        # the tables of the state in force, looked up once per change rather than per PDU
+        # (Role and State hash in Python; command ids are ints)
+        self._state = state
+        self._can_send = self._send_table[state]
+        self._can_receive = self._receive_table[state]
 
     # --- reading ---------------------------------------------------------------------
 
@@ -295,9 +309,9 @@ class Session:
             return self._reject(pdu, S.ESME_RINVBNDSTS)
         if command_id in BIND_STATES and state in BOUND:
             return self._reject(pdu, S.ESME_RALYBND)
-        if command_id in _RECEIVE[self.role][state]:
+        if command_id in self._can_receive:
             if command_id in BIND_STATES:  # SMSC side: the caller checks credentials
-                self.state, self.bind_command = State.BINDING, CommandId(command_id)
+                self.state, self.bind_command = State.BINDING, pdu.COMMAND_ID
             return pdu
         if command_id in _FOREIGN[self.role]:
             return self._reject(pdu, S.ESME_RINVCMDID, nack=True)
@@ -328,7 +342,7 @@ class Session:
             self._out.append(encode(pdu))
             self._last_activity = now
             return pdu[2]
-        if command_id not in _SEND[self.role][state]:
+        if command_id not in self._can_send:
             raise LocalProtocolError(
                 f"cannot send {pdu.COMMAND_ID.name} as {self.role.value} in state {state.value}"
             )
@@ -344,7 +358,7 @@ class Session:
         timeouts = self.timeouts
         if command_id in BIND_STATES:
             timeout = timeouts.bind
-            self.state, self.bind_command = State.BINDING, CommandId(command_id)
+            self.state, self.bind_command = State.BINDING, pdu.COMMAND_ID
         elif command_id == C.enquire_link:
             timeout = 2 * timeouts.enquire_link_period or timeouts.response
         elif command_id == C.unbind:
@@ -352,7 +366,7 @@ class Session:
             self.state = State.UNBINDING
         else:
             timeout = timeouts.response
-        self._outstanding[sequence] = _Outstanding(CommandId(command_id), now + timeout, context)
+        self._outstanding[sequence] = _Outstanding(pdu.COMMAND_ID, now + timeout, context)
         if windowed:
             self._in_window += 1
         return sequence
