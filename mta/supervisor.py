@@ -9,6 +9,8 @@
   1 s to 30 s and resets once a child has lived a minute (logged and counted);
 - on SIGTERM or SIGINT forwards SIGTERM to every child, waits for them to drain (their
   shutdown_timeout plus a margin), kills what is left, and returns 0;
+- tells systemd it is ready once the children are started, and keeps its watchdog fed
+  from the event loop (smsmta.systemd);
 - serves /metrics on `mta.metrics_port`: the children write their metrics to files in
   PROMETHEUS_MULTIPROC_DIR, which the MTA command sets before anything imports
   prometheus_client, and the supervisor serves their sum.
@@ -35,6 +37,7 @@ from smsmta import obs
 from smsmta.accounts import sync_accounts
 from smsmta.db.engine import DATABASE_URL_ENV, libpq_dsn
 from smsmta.settings import MidConfig
+from smsmta.systemd import Notifier
 
 log = structlog.get_logger("mta.supervisor")
 
@@ -94,10 +97,19 @@ class Supervisor:
         self.metrics_port = self._serve_metrics()
         for slot in self.slots:
             self.spawn(slot)
+        systemd = Notifier()
+        systemd.ready(f"{len(self.slots)} children, accounts: {', '.join(sorted(ids))}")
+        keepalive = systemd.watchdog_interval()
+        last_keepalive = 0.0
         while not self.stopping.is_set():
             self._watch()
+            now = time.monotonic()
+            if keepalive is not None and now - last_keepalive >= keepalive:
+                systemd.keepalive()
+                last_keepalive = now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), 0.2)
+        systemd.stopping()
         return await self._stop()
 
     def _watch(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import socket
 import urllib.request
 from collections.abc import Awaitable, Callable
 
@@ -19,7 +20,10 @@ async def test_ten_thousand_messages_are_sent_exactly_once(harness: Harness, sms
     path, config = harness.write_config(mid_config(smsc.port, children=2, connections=2))
     count = 10_000
     delivery_id = await harness.enqueue(config, count)
-    mta = await harness.start_mta(path)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # what systemd would read
+    notify.bind(str(harness.tmp_path / "notify.sock"))
+    notify.setblocking(False)
+    mta = await harness.start_mta(path, NOTIFY_SOCKET=str(harness.tmp_path / "notify.sock"))
 
     async def all_sent() -> bool:
         return (await harness.statuses()).get("sent", 0) == count
@@ -42,6 +46,9 @@ async def test_ten_thousand_messages_are_sent_exactly_once(harness: Harness, sms
     assert smsc.counters.binds_total >= 4
     [(owners,)] = await harness.query("SELECT count(*) FROM mid.mta_lease")
     assert owners == 0  # each child dropped its lease on the way out
+    assert notify.recv(4096).startswith(b"READY=1\nSTATUS=2 children")
+    assert notify.recv(4096) == b"STOPPING=1"
+    notify.close()
 
 
 def max_in_any_second(times: list[float]) -> int:
