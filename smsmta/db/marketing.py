@@ -49,7 +49,7 @@ class Recipient(MarketingBase):
     __tablename__ = "recipient"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    mobile: Mapped[str] = mapped_column(String(32), index=True)
+    mobile: Mapped[str] = mapped_column(String(32), unique=True)  # one recipient per number
     first_name: Mapped[str] = mapped_column(String(255), server_default="")
     last_name: Mapped[str] = mapped_column(String(255), server_default="")
     # extra CSV columns used only to render texts; never queried
@@ -89,13 +89,24 @@ class MarketingDelivery(MarketingBase):
         server_default=MarketingDeliveryState.DRAFT.value,
     )
     mid_delivery_id: Mapped[int | None] = mapped_column(BigInteger)
-    status_cursor: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    mid_state: Mapped[str | None] = mapped_column(String(16))  # as last pulled
+    # the mid's opaque status-pull cursor ('' = from the start)
+    status_cursor: Mapped[str] = mapped_column(String(64), server_default="")
+    # push progress: messages with an id up to push_cursor were accepted by the mid
+    push_cursor: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    push_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_push_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    push_error: Mapped[str | None] = mapped_column(Text)
+    validity_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    total: Mapped[int] = mapped_column(Integer, server_default="0")  # messages created
+    rejected: Mapped[int] = mapped_column(Integer, server_default="0")  # CSV rows refused
     # KPIs
     to_send: Mapped[int] = mapped_column(Integer, server_default="0")
     sent: Mapped[int] = mapped_column(Integer, server_default="0")
     delivered: Mapped[int] = mapped_column(Integer, server_default="0")
     failed_hard: Mapped[int] = mapped_column(Integer, server_default="0")
     failed_soft: Mapped[int] = mapped_column(Integer, server_default="0")
+    cancelled: Mapped[int] = mapped_column(Integer, server_default="0")
     pushed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_pull_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at_column()
@@ -108,7 +119,10 @@ class DeliveryMessage(MarketingBase):
     """The marketing side's copy of one message's status."""
 
     __tablename__ = "delivery_message"
-    __table_args__ = (Index("ix_delivery_message_delivery_status", "delivery_id", "status"),)
+    __table_args__ = (
+        Index("ix_delivery_message_delivery_status", "delivery_id", "status"),
+        Index("ix_delivery_message_delivery_id_id", "delivery_id", "id"),  # push chunks
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     delivery_id: Mapped[int] = mapped_column(ForeignKey("delivery.id"))

@@ -205,6 +205,10 @@ class BroadLog(MidBase):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     final_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = updated_at_column()
+    # midsourcing: the transaction id of the last status change (0: never changed), set
+    # by the trigger mid.broad_log_status_changed; the status pull's cursor (see
+    # midsourcing.store)
+    status_xid: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
     delivery: Mapped[Delivery] = relationship(lazy="raise")
 
@@ -369,3 +373,59 @@ class Receipt(MidBase):
     note: Mapped[str | None] = mapped_column(Text)  # why it did not match, and the like
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     processed_at: Mapped[datetime] = created_at_column()
+
+
+# --- midsourcing: the mid HTTP API's own tables ------------------------------------------
+
+# the status pull reads one delivery's changes in (status_xid, id) order
+Index(
+    "ix_broad_log_status_change",
+    BroadLog.delivery_id,
+    BroadLog.status_xid,
+    BroadLog.id,
+    postgresql_where=sql("status_xid > 0"),
+)
+
+
+class DeliverySync(MidBase):
+    """The push and pull state of a delivery pushed through the mid API.
+
+    `pushed_total` is set when the marketing side declares the push complete (the number
+    of messages it pushed, checked against the queue); `pulled_xid`/`pulled_id` is the
+    last cursor the marketing side acknowledged by pulling from it (for the sync lag).
+    """
+
+    __tablename__ = "delivery_sync"
+
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("delivery.id", ondelete="CASCADE"), primary_key=True
+    )
+    pushed_total: Mapped[int | None] = mapped_column(Integer)
+    push_completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    pulled_xid: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    pulled_id: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    pulled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OperatorToken(MidBase):
+    """A bearer token obtained with login and password; only its SHA-256 is stored."""
+
+    __tablename__ = "operator_token"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[int] = mapped_column(
+        ForeignKey("operator.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = created_at_column()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class LoginFailure(MidBase):
+    """Failed logins by login name (existing or not), to slow repeated guesses down."""
+
+    __tablename__ = "login_failure"
+
+    login: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_failure_at: Mapped[datetime] = created_at_column()
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -27,8 +27,8 @@ def engine_for(url: URL) -> Engine:
 
 
 def test_one_head_per_branch() -> None:
-    assert migrate.heads("mid") == ("mid_0003",)
-    assert migrate.heads("marketing") == ("marketing_0001",)
+    assert migrate.heads("mid") == ("mid_0004",)
+    assert migrate.heads("marketing") == ("marketing_0002",)
 
 
 def add_a_row_to_every_table(url: URL) -> None:
@@ -92,6 +92,13 @@ def add_a_row_to_every_table(url: URL) -> None:
             [
                 db.RateShare(account_id=account.id, owner="h:1:0", share=50.0),
                 db.BindSlot(account_id=account.id, slot=0, owner="h:1:0"),
+                db.DeliverySync(delivery_id=delivery.id, pushed_total=1),
+                db.OperatorToken(
+                    token_hash="0" * 64,
+                    operator_id=session.query(db.Operator.id).scalar(),
+                    expires_at=datetime.now(UTC),
+                ),
+                db.LoginFailure(login="nobody", failures=1),
             ]
         )
         template = db.DeliveryTemplate(internal_name="t", label="T", external_account="sms")
@@ -179,7 +186,7 @@ def test_models_and_migrations_agree(migrated_db_url: URL) -> None:
 
 def test_sides_can_live_in_separate_databases(fresh_db_url: URL, pg_server_url: URL) -> None:
     migrate.upgrade(fresh_db_url, "marketing")
-    assert migrate.current(fresh_db_url, "marketing") == ("marketing_0001",)
+    assert migrate.current(fresh_db_url, "marketing") == ("marketing_0002",)
     assert migrate.current(fresh_db_url, "mid") == ()
     engine = engine_for(fresh_db_url)
     with engine.connect() as connection:
@@ -203,15 +210,15 @@ def test_db_upgrade_command_against_a_url(fresh_db_url: URL) -> None:
     env = {k: v for k, v in os.environ.items() if k != DATABASE_URL_ENV}
     result = cli("db", "upgrade", "--url", url, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["mid: at mid_0003", "marketing: at marketing_0001"]
+    assert result.stdout.splitlines() == ["mid: at mid_0004", "marketing: at marketing_0002"]
 
     result = cli("db", "downgrade", "--side", "marketing", env={**env, DATABASE_URL_ENV: url})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["marketing: at base"]
+    assert result.stdout.splitlines() == ["marketing: at marketing_0001"]
     result = cli("db", "current", env={**env, DATABASE_URL_ENV: url})
     assert result.stdout.splitlines() == [
-        "mid: at mid_0003 (up to date)",
-        "marketing: at base (head is marketing_0001)",
+        "mid: at mid_0004 (up to date)",
+        "marketing: at marketing_0001 (head is marketing_0002)",
     ]
 
 
@@ -222,13 +229,13 @@ def test_db_upgrade_command_against_the_embedded_default() -> None:
     env[EMBEDDED_DIR_ENV] = str(data_dir)
     result = cli("db", "upgrade", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["mid: at mid_0003", "marketing: at marketing_0001"]
+    assert result.stdout.splitlines() == ["mid: at mid_0004", "marketing: at marketing_0002"]
     # the data outlives the server: a second start finds the schemas migrated
     result = cli("db", "current", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "mid: at mid_0003 (up to date)",
-        "marketing: at marketing_0001 (up to date)",
+        "mid: at mid_0004 (up to date)",
+        "marketing: at marketing_0002 (up to date)",
     ]
     assert (data_dir / "PG_VERSION").exists()
 
