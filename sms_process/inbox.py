@@ -46,7 +46,9 @@ log = structlog.get_logger("sms_process.inbox")
 
 NOTIFY_CHANNEL = "smsmta_inbox"
 
-COPY_INBOX = "COPY mid.inbox (account_id, kind, pdu, received_at, next_try_at) FROM STDIN"
+# next_try_at takes the database's now(): the handler compares it with its own now(), so a
+# host clock ahead of the database's cannot hide rows
+COPY_INBOX = "COPY mid.inbox (account_id, kind, pdu, received_at) FROM STDIN"
 
 Ack = Callable[[], object]
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection]]
@@ -172,9 +174,10 @@ class Inbox:
         async with conn.transaction():
             async with conn.cursor() as cursor, cursor.copy(COPY_INBOX) as copy:
                 for account_id, kind, pdu, received_at in rows:
-                    await copy.write_row((account_id, kind, pdu, received_at, received_at))
+                    await copy.write_row((account_id, kind, pdu, received_at))
             await conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
-        del self._rows[:n], self._acks[:n]
+        # only what was written: more may have come while the commit was in flight
+        del self._rows[: len(rows)], self._acks[: len(acks)]
         self.stats.flushes += 1
         self.stats.rows += len(rows)
         for ack in acks:

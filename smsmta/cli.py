@@ -230,6 +230,143 @@ def mta(config_path: str) -> None:
     sys.exit(code)
 
 
+# --- SMS process (sms_process) ----------------------------------------------------------
+
+
+@main.command("sms-process")
+@CONFIG_OPTION
+def sms_process_command(config_path: str) -> None:
+    """Run the SMS process: receivers, receipt reconciliation, MO, auto-replies (one per
+    instance; a second one against the same database refuses to start, exit code 1)."""
+    from sms_process.process import run
+    from smsmta import obs
+    from smsmta.db.engine import libpq_dsn
+
+    cfg = _load_mid(config_path)
+    obs.configure_logging("sms-process", cfg.logging.level, cfg.logging.format)
+    with database(settings.database_url(cfg), cfg.database.embedded_dir) as url:
+        _require_schema(url, "mid")
+        code = run(cfg, libpq_dsn(url))
+    sys.exit(code)
+
+
+def _mid_dsn_options(func: click.decorators.FC) -> click.decorators.FC:
+    func = click.option(
+        "--url", help="Database URL; default: SMSMTA_DATABASE_URL, the config's, else embedded."
+    )(func)
+    func = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(exists=True, dir_okay=False),
+        help="The mid settings file naming the database.",
+    )(func)
+    return func
+
+
+@contextmanager
+def _mid_dsn(config_path: str | None, url: str | None) -> Iterator[str]:
+    from smsmta.db.engine import libpq_dsn
+
+    with _target(config_path, url, "mid") as (target, _sides):
+        yield libpq_dsn(target)
+
+
+@main.group()
+def receipts() -> None:
+    """Inspect delivery receipts."""
+
+
+@receipts.command("unmatched")
+@_mid_dsn_options
+@click.option("--account", help="Only this account (internal name).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+def receipts_unmatched(
+    config_path: str | None, url: str | None, account: str | None, limit: int, as_json: bool
+) -> None:
+    """List receipts that matched no MT (after the match wait) or had no readable id."""
+    from sms_process.admin import unmatched_receipts
+
+    with _mid_dsn(config_path, url) as dsn:
+        total, rows = unmatched_receipts(dsn, account, limit)
+    if as_json:
+        for r in rows:
+            fields = {**r.__dict__, "received_at": r.received_at.isoformat()}
+            click.echo(json.dumps(fields, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{total} unmatched receipt(s), newest {len(rows)} shown")
+    for column in ("id", "account", "provider id", "stat", "err", "result", "received", "why"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            str(r.id),
+            r.account,
+            r.provider_id or "-",
+            r.stat or "-",
+            r.err or "-",
+            r.result,
+            r.received_at.isoformat(timespec="seconds"),
+            r.note or "",
+        )
+    Console(width=200).print(table)
+
+
+@main.group("message-log")
+def message_log_group() -> None:
+    """The message log: normalised failure texts and their qualification."""
+
+
+@message_log_group.command("list")
+@_mid_dsn_options
+@click.option("--type", "qualification", type=click.Choice(["hard", "soft", "ignored"]))
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+def message_log_list(
+    config_path: str | None, url: str | None, qualification: str | None, limit: int
+) -> None:
+    """List message-log entries, most frequent first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sms_process.admin import message_log
+
+    with _mid_dsn(config_path, url) as dsn:
+        entries = message_log(dsn, qualification, limit)
+    table = Table(title=f"message log: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+    for column in ("id", "type", "count", "message", "first seen text", "last seen"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            str(e.id),
+            e.qualification,
+            str(e.count),
+            e.key,
+            e.first_text,
+            e.last_seen_at.isoformat(timespec="seconds"),
+        )
+    Console(width=200).print(table)
+
+
+@message_log_group.command("set")
+@_mid_dsn_options
+@click.argument("qualification", metavar="TYPE", type=click.Choice(["hard", "soft", "ignored"]))
+@click.argument("entry_id", metavar="ID", type=int)
+def message_log_set(
+    config_path: str | None, url: str | None, qualification: str, entry_id: int
+) -> None:
+    """Qualify message-log entry ID as TYPE (hard, soft or ignored)."""
+    from sms_process.admin import set_qualification
+
+    with _mid_dsn(config_path, url) as dsn:
+        entry = set_qualification(dsn, qualification, entry_id)
+    if entry is None:
+        click.echo(f"no message-log entry {entry_id}", err=True)
+        sys.exit(1)
+    click.echo(f"{entry.id}: {entry.qualification}: {entry.key}")
+
+
 def _register_simulator() -> None:
     from smpp.simulator import cli_command
 

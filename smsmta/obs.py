@@ -164,3 +164,46 @@ def serve_metrics(
         return None
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return int(server.server_port)
+
+
+# --- SMS process (sms_process; served by the one SMS process of the instance) ----------
+
+SP_RECEIPTS = Counter(
+    "smsmta_receipts", "receipts handled, by account and Annex B stat", ["account", "stat"]
+)
+SP_RECEIPT_RESULTS = Counter(
+    "smsmta_receipt_results",
+    "receipts handled, by what they did: applied, part, intermediate, duplicate, ignored, "
+    "unmatched, invalid",
+    ["account", "result"],
+)
+SP_RECEIPTS_MATCHED = Counter(
+    "smsmta_receipts_matched", "receipts matched to their MT's provider_msg_id", ["account"]
+)
+SP_RECEIPTS_UNMATCHED = Counter(
+    "smsmta_receipts_unmatched",
+    "receipts kept as unmatched (no MT within the match wait, or no readable id)",
+    ["account"],
+)
+SP_RECEIPTS_WAITING = Gauge(
+    "smsmta_receipts_waiting", "receipts in the inbox waiting for their MT to be recorded"
+)
+SP_RECEIPT_DELAY = Histogram(
+    "smsmta_receipt_delay_seconds",
+    "from a receipt's arrival to the commit of its broad_log update",
+    ["account"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600),
+)
+SP_INBOX_BACKLOG = Gauge(
+    "smsmta_inbox_backlog", "inbox rows not handled yet (receipts and MO parts)"
+)
+SP_MO = Counter("smsmta_mo", "incoming messages (whole, after reassembly)", ["account"])
+SP_AUTO_REPLIES = Counter(
+    "smsmta_auto_replies", "auto-replies to MOs, by result (sent, failed)", ["account", "result"]
+)
+SP_BLACKLIST_CHANGES = Counter(
+    "smsmta_blacklist_changes",
+    "short-code blacklist changes by MO keyword (blacklist, unblacklist)",
+    ["account", "action"],
+)
+SP_PURGED = Counter("smsmta_purged_rows", "rows deleted by the retention purge", ["table"])

@@ -345,7 +345,39 @@ class MtaService(Service):
 
 
 class SmsProcessService(Service):
+    """The SMS process: receivers, receipt reconciliation, MO, auto-replies, purge."""
+
     metrics_port: MetricsPort | None = 9102
+    receipt_match_wait: Seconds = Field(
+        600.0, description="a receipt whose MT is not recorded yet is retried this long"
+    )
+    receipt_retry_interval: Seconds = Field(
+        5.0, description="between two matching attempts of a receipt still unmatched"
+    )
+    multipart_status: Literal["first_part", "all_parts"] = Field(
+        "first_part",
+        description="first_part: part 1's receipt decides; all_parts: delivered only when "
+        "every part is (needs receipts on every part)",
+    )
+    kpi_sync_period: Seconds = Field(
+        60.0, description="delivery KPIs of accounts without real-time KPIs are synced this often"
+    )
+    batch_size: int = Field(2000, ge=1, le=50_000, description="inbox rows handled per transaction")
+    poll_interval: Seconds = Field(1.0, description="inbox poll when no NOTIFY arrives")
+    mo_reassembly_timeout: Seconds = Field(
+        300.0, description="a long MO still missing parts after this is stored as it is"
+    )
+    provider_msg_id_retention: Seconds = Field(
+        7 * 86400.0, description="provider_msg_id rows older than this are purged"
+    )
+    receipt_retention: Seconds = Field(
+        30 * 86400.0, description="receipt history rows older than this are purged"
+    )
+    purge_period: Seconds = Field(600.0, description="how often the purge runs")
+    purge_batch: int = Field(10_000, ge=100, le=1_000_000, description="rows deleted per statement")
+    shutdown_timeout: Seconds = Field(
+        30.0, description="SIGTERM: longest wait for stored work and replies before exiting"
+    )
 
 
 class MidConfig(_Model):

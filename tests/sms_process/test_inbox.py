@@ -94,8 +94,12 @@ async def test_ack_waits_for_the_database(migrated_db_url: URL) -> None:
                 break
             await asyncio.sleep(0.02)
     assert acks == []
+    for n in range(10, 20):  # come while the first batch is being written
+        inbox.add(1, receipt(n), lambda n=n: acks.append(n))
     await blocker.rollback()
     await inbox.close()
     await asyncio.wait_for(runner, 5)
-    assert acks == list(range(10))
+    assert acks == list(range(20))
+    cursor = await blocker.execute("SELECT count(*) FROM mid.inbox")
+    assert (await cursor.fetchone())[0] == 20
     await blocker.close()

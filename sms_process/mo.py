@@ -1,0 +1,321 @@
+"""Incoming messages (MO): decoding, long-MO reassembly, storage, auto-reply rules, blacklists.
+
+What it does, for a batch of `mid.inbox` MO rows, inside the caller's transaction:
+
+- decodes each deliver_sm / data_sm (smpp.text.decode_short_message: every data_coding,
+  UDH or not) and puts long MOs back together (smpp.text.Reassembler, concatenation UDH or
+  SAR TLVs). A part whose message is incomplete stays in the inbox, `held`, so a restart
+  loses nothing (`MoHandler.reload` feeds the held parts back); a message still missing
+  parts after the reassembly timeout is stored with `[...]` where they are missing;
+- stores the whole message in `mid.in_sms` when the account's `store_mo` is on;
+- applies the account's auto-reply rules in order (`match_rule`, SPEC section 4): the
+  keyword is the first alphanumeric word, case-insensitive; an empty keyword or short code
+  matches anything; the first match wins; its action (`blacklist` / `unblacklist` the
+  sender for THAT short code, the MO's destination) runs even without a reply text;
+- returns the replies to send after the commit (`Reply`), and deletes the handled rows.
+
+Addresses: an international number (TON 1) is stored as `+<digits>`, the form queued MTs
+carry, so that the MTA's blacklist check compares like with like.
+
+Touches: the database through the caller's transaction (`mid.inbox`, `mid.in_sms`,
+`mid.short_code_blacklist`); no sockets (replies go through sms_process.replies).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+import structlog
+
+from smpp import codec
+from smpp.constants import EsmClass
+from smpp.errors import RemoteProtocolError
+from smpp.pdu import Pdu
+from smpp.text import BadSegment, PartialMessage, Reassembler, decode_short_message
+from smsmta.settings import Account, AutoReply, ReplyAction
+
+log = structlog.get_logger("sms_process.mo")
+
+_WORD = re.compile(r"[^\W_]+")
+_TAG_MESSAGE_PAYLOAD = 0x0424
+_TAG_SAR_REF = 0x020C
+_TAG_SAR_TOTAL = 0x020E
+_TAG_SAR_SEQ = 0x020F
+TON_INTERNATIONAL = 1
+
+
+def keyword_of(text: str) -> str:
+    """The MO's keyword: its first alphanumeric word, upper-cased ('' when none)."""
+    match = _WORD.search(text)
+    return match.group(0).upper() if match else ""
+
+
+def match_rule(rules: Sequence[AutoReply], keyword: str, short_code: str) -> AutoReply | None:
+    """The first rule matching (keyword, short code); empty rule fields match anything."""
+    wanted = keyword.casefold()
+    for rule in rules:
+        if rule.keyword and keyword_of(rule.keyword).casefold() != wanted:
+            continue
+        if rule.short_code and rule.short_code.lstrip("+") != short_code.lstrip("+"):
+            continue
+        return rule
+    return None
+
+
+def address(ton: int, addr: str) -> str:
+    """An MO address as stored: `+<digits>` for an international number, else as received."""
+    if ton == TON_INTERNATIONAL and addr and not addr.startswith("+"):
+        return "+" + addr
+    return addr
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An auto-reply to send after the commit, on the account's transmitter bind."""
+
+    account_id: int
+    source_addr: str  # the short code the MO was sent to
+    source_ton: int
+    source_npi: int
+    destination_addr: str  # the MO's sender
+    dest_ton: int
+    dest_npi: int
+    text: str
+
+
+@dataclass
+class MoOutcome:
+    stored: int = 0
+    messages: list[tuple[str, str]] = field(default_factory=list)  # (account, keyword)
+    replies: list[Reply] = field(default_factory=list)
+    blacklist_changes: list[tuple[str, str]] = field(default_factory=list)  # (account, action)
+    held: int = 0
+
+
+@dataclass(slots=True)
+class _Part:
+    inbox_id: int
+    account_id: int
+    pdu: Pdu
+    received_at: float  # epoch seconds
+
+
+COPY_IN_SMS = (
+    "COPY mid.in_sms (account_id, source_addr, destination_addr, text, data_coding, parts, "
+    "keyword, received_at) FROM STDIN"
+)
+BLACKLIST = """
+INSERT INTO mid.short_code_blacklist (short_code, address, reason) VALUES (%s, %s, %s)
+ON CONFLICT (short_code, address) DO NOTHING
+"""
+UNBLACKLIST = "DELETE FROM mid.short_code_blacklist WHERE short_code = %s AND address = %s"
+HOLD = "UPDATE mid.inbox SET held = true WHERE id = ANY(%s)"
+DELETE = "DELETE FROM mid.inbox WHERE id = ANY(%s)"
+HELD_ROWS = "SELECT id, account_id, pdu, received_at FROM mid.inbox WHERE held ORDER BY id"
+
+
+def _concat(pdu: Pdu, udh_concat: object) -> tuple[int, int, int] | None:
+    """(reference, total, seq) of a part of a long MO, from the UDH or the SAR TLVs."""
+    if udh_concat is not None:
+        return udh_concat.reference, udh_concat.total, udh_concat.seq  # type: ignore[attr-defined]
+    ref = pdu.tlv(_TAG_SAR_REF)
+    total = pdu.tlv(_TAG_SAR_TOTAL)
+    seq = pdu.tlv(_TAG_SAR_SEQ)
+    if isinstance(ref, int) and isinstance(total, int) and isinstance(seq, int) and total > 1:
+        return ref, total, seq
+    return None
+
+
+class MoHandler:
+    """Handles batches of inbox MO rows; holds the reassembly state between batches."""
+
+    def __init__(
+        self,
+        accounts: Mapping[int, Account],
+        names: Mapping[int, str],
+        reassembly_timeout: float = 300.0,
+    ) -> None:
+        self.accounts = dict(accounts)
+        self.names = dict(names)
+        self.reassembler = Reassembler(reassembly_timeout)
+        self.timeout = reassembly_timeout
+        # (key, ref, total) -> when its first part came, the inbox ids held, its first part
+        self._held: dict[tuple[object, int, int], tuple[float, list[int], _Part]] = {}
+
+    async def reload(self, conn: psycopg.AsyncConnection) -> int:
+        """At start: feed the parts held in the inbox back to the reassembler."""
+        cursor = await conn.execute(HELD_ROWS)
+        rows = await cursor.fetchall()
+        out = MoOutcome()
+        parts = [
+            _Part(inbox_id, account_id, codec.decode(pdu), received_at.timestamp())
+            for inbox_id, account_id, pdu, received_at in rows
+        ]
+        complete = self._assemble(parts)
+        if complete:  # cannot happen unless a part was stored twice meanwhile: handle anyway
+            await self._finish(conn, complete, out)
+        return len(rows)
+
+    async def handle(
+        self,
+        conn: psycopg.AsyncConnection,
+        rows: Iterable[tuple[int, int, bytes, datetime]],
+        now: float | None = None,
+    ) -> MoOutcome:
+        """Handle MO rows (inbox id, account id, encoded PDU, received at) and due partials."""
+        now = time.time() if now is None else now
+        out = MoOutcome()
+        parts: list[_Part] = []
+        bad: list[int] = []
+        for inbox_id, account_id, raw, received_at in rows:
+            try:
+                parts.append(
+                    _Part(inbox_id, account_id, codec.decode(raw), received_at.timestamp())
+                )
+            except RemoteProtocolError as error:  # not from our Inbox: keep nothing we cannot read
+                log.error("sms_process.mo_undecodable", inbox_id=inbox_id, error=str(error))
+                bad.append(inbox_id)
+        complete = self._assemble(parts)
+        complete.extend(self._expired(now))
+        if bad:
+            await conn.execute(DELETE, (bad,))
+        finished = {inbox_id for _, _, _, ids in complete for inbox_id in ids}
+        held = [p.inbox_id for p in parts if p.inbox_id not in finished]
+        if held:
+            await conn.execute(HOLD, (held,))
+        out.held = len(held)
+        await self._finish(conn, complete, out)
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Long MOs waiting for parts."""
+        return len(self._held)
+
+    # --- reassembly ------------------------------------------------------------------
+
+    def _assemble(self, parts: list[_Part]) -> list[tuple[_Part | None, str, int, list[int]]]:
+        """Whole messages among `parts` (with held siblings): (first part, text, parts, ids)."""
+        complete: list[tuple[_Part | None, str, int, list[int]]] = []
+        for part in parts:
+            pdu = part.pdu
+            data = pdu.short_message if hasattr(pdu, "short_message") else b""
+            if not data:
+                payload = pdu.tlv(_TAG_MESSAGE_PAYLOAD)
+                if isinstance(payload, bytes | str):
+                    data = payload.encode("latin-1") if isinstance(payload, str) else payload
+            udhi = bool(pdu.esm_class & EsmClass.UDHI)
+            decoded = decode_short_message(data, pdu.data_coding, udhi=udhi)
+            concat = _concat(pdu, decoded.udh.concat if decoded.udh else None)
+            if concat is None:
+                complete.append((part, decoded.text, 1, [part.inbox_id]))
+                continue
+            ref, total, seq = concat
+            key = (part.account_id, pdu.source_addr, pdu.destination_addr)
+            ident = (key, ref, total)
+            try:
+                text = self.reassembler.add(key, ref, total, seq, decoded.text, part.received_at)
+            except BadSegment as error:
+                log.warning("sms_process.mo_bad_segment", inbox_id=part.inbox_id, error=str(error))
+                complete.append((part, decoded.text, 1, [part.inbox_id]))
+                continue
+            _, ids, first = self._held.setdefault(ident, (part.received_at, [], part))
+            ids.append(part.inbox_id)
+            if text is None:
+                continue
+            del self._held[ident]
+            complete.append((first, text, total, ids))
+        return complete
+
+    def _expired(self, now: float) -> list[tuple[_Part | None, str, int, list[int]]]:
+        """Messages still missing parts after the timeout: stored as they are."""
+        expired: list[PartialMessage] = self.reassembler.expired(now)
+        complete: list[tuple[_Part | None, str, int, list[int]]] = []
+        for partial in expired:
+            ident = (partial.key, partial.reference, partial.total)
+            entry = self._held.pop(ident, None)
+            if entry is None:
+                continue
+            _, ids, first = entry
+            log.warning(
+                "sms_process.mo_incomplete",
+                account=self.names.get(first.account_id),
+                source=first.pdu.source_addr,
+                missing=list(partial.missing),
+            )
+            complete.append((first, partial.joined(), partial.total, ids))
+        # held parts no partial stands for (late duplicates of finished messages): drop them
+        deadline = now - self.timeout
+        for ident in [i for i, (began, _, _) in self._held.items() if began <= deadline]:
+            _, ids, _ = self._held.pop(ident)
+            complete.append((None, "", 0, ids))
+        return complete
+
+    # --- storing and rules -----------------------------------------------------------
+
+    async def _finish(
+        self,
+        conn: psycopg.AsyncConnection,
+        complete: list[tuple[_Part | None, str, int, list[int]]],
+        out: MoOutcome,
+    ) -> None:
+        done: list[int] = []
+        stored: list[tuple[object, ...]] = []
+        for part, text, parts, ids in complete:
+            done.extend(ids)
+            if part is None:  # a late duplicate part: nothing to store
+                continue
+            account = self.accounts.get(part.account_id)
+            pdu = part.pdu
+            source = address(pdu.source_addr_ton, pdu.source_addr)
+            short_code = pdu.destination_addr
+            keyword = keyword_of(text)
+            name = self.names.get(part.account_id, f"#{part.account_id}")
+            out.messages.append((name, keyword))
+            if account is None or account.channel.store_mo:
+                stored.append(
+                    (
+                        part.account_id,
+                        source[:21],
+                        short_code[:21],
+                        text,
+                        pdu.data_coding,
+                        max(parts, 1),
+                        keyword[:64] or None,
+                        datetime.fromtimestamp(part.received_at, UTC),
+                    )
+                )
+            rule = match_rule(account.auto_replies, keyword, short_code) if account else None
+            if rule is None:
+                continue
+            if rule.action is ReplyAction.BLACKLIST:
+                await conn.execute(BLACKLIST, (short_code, source, keyword[:64]))
+                out.blacklist_changes.append((name, "blacklist"))
+            elif rule.action is ReplyAction.UNBLACKLIST:
+                await conn.execute(UNBLACKLIST, (short_code, source))
+                out.blacklist_changes.append((name, "unblacklist"))
+            if rule.reply:
+                out.replies.append(
+                    Reply(
+                        part.account_id,
+                        pdu.destination_addr,
+                        pdu.dest_addr_ton,
+                        pdu.dest_addr_npi,
+                        pdu.source_addr,
+                        pdu.source_addr_ton,
+                        pdu.source_addr_npi,
+                        rule.reply,
+                    )
+                )
+        if stored:
+            async with conn.cursor() as cursor, cursor.copy(COPY_IN_SMS) as copy:
+                for row in stored:
+                    await copy.write_row(row)
+            out.stored = len(stored)
+        if done:
+            await conn.execute(DELETE, (done,))

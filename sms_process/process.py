@@ -1,0 +1,461 @@
+"""The SMS process: `smsmta sms-process`, exactly one per instance (one database).
+
+What it runs until SIGTERM:
+
+- an advisory lock (`LOCK_KEY`) held on a connection of its own: a second SMS process
+  against the same database refuses to start and names the holder (exit code 1); if that
+  connection dies the lock is gone, so the process stops (systemd starts it again);
+- `connections` receiver binds per enabled TX+RX account (receiver settings), whose
+  deliver_sm / data_sm go through the `Inbox` (sms_process.inbox): stored, committed, then
+  acknowledged. TRX accounts receive on the MTA's transceivers, into the same inbox;
+- the work loop: due inbox rows, a batch per transaction, back to back while there are
+  some (woken by NOTIFY `smsmta_inbox` and by its own inbox's flushes, else it polls):
+  receipts to `sms_process.receipts`, MOs to `sms_process.mo`; after each commit the
+  metrics and the auto-replies (`sms_process.replies`, transmitter binds opened only
+  for accounts with rules);
+- the KPI sync of deliveries of accounts without real-time KPIs (every kpi_sync_period):
+  the delivery rows are locked, then their counters recounted from broad_log;
+- the purge: provider_msg_id and receipt history rows past their retention, in batches;
+- /metrics when the settings give a port.
+
+SIGTERM: stop storing what arrives (unacknowledged, the SMSC sends it again), commit and
+acknowledge what was stored, unbind the receivers, finish the batch in hand, send the
+queued replies (bounded by shutdown_timeout), sync the KPIs, release the lock, exit 0.
+Touches: the database (five connections), SMPP sockets, signals, the metrics port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import psycopg
+import structlog
+
+from mta.retry import RetryPolicy
+from mta.sender import bind_settings
+from smpp.aio import BaseHandler, BindKind, BindSettings, SmppClient, SmppConnection
+from smpp.pdu import Pdu
+from sms_process.inbox import NOTIFY_CHANNEL, Inbox, handle_request
+from sms_process.mo import MoHandler
+from sms_process.receipts import AccountRules, BatchOutcome, InboxRow, Reconciler
+from sms_process.replies import ReplySender
+from smsmta import obs
+from smsmta.accounts import sync_accounts
+from smsmta.settings import Account, MidConfig, Mode
+
+log = structlog.get_logger("sms_process")
+
+#: pg advisory lock key of the instance's SMS process: "smsm" "ta" 0x0001
+LOCK_KEY = 0x736D736D74610001
+EXIT_OK, EXIT_FAILED = 0, 1
+
+FETCH = """
+SELECT id, account_id, kind::text, pdu, received_at, attempts FROM mid.inbox
+WHERE NOT held AND next_try_at <= now()
+ORDER BY next_try_at, id
+LIMIT %s
+"""
+
+HOLDER = """
+SELECT a.application_name, host(a.client_addr), a.backend_start
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s
+"""
+
+LOCK_DELIVERIES = "SELECT id FROM mid.delivery WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+RECOUNT = """
+UPDATE mid.delivery d
+SET delivered = c.delivered, failed_hard = c.hard, failed_soft = c.soft, updated_at = now()
+FROM (SELECT delivery_id,
+             count(*) FILTER (WHERE status = 'delivered') AS delivered,
+             count(*) FILTER (WHERE status = 'failed' AND failure_type = 'hard') AS hard,
+             count(*) FILTER (WHERE status = 'failed' AND failure_type = 'soft') AS soft
+      FROM mid.broad_log WHERE delivery_id = ANY(%s) GROUP BY delivery_id) AS c
+WHERE d.id = c.delivery_id
+"""
+OPEN_DELIVERIES = """
+SELECT id FROM mid.delivery WHERE account_id = ANY(%s) AND state IN ('pending', 'running', 'paused')
+"""
+
+PURGES = (
+    # (table, timestamp column, settings attribute)
+    ("provider_msg_id", "created_at", "provider_msg_id_retention"),
+    ("receipt", "processed_at", "receipt_retention"),
+)
+PURGE = """
+DELETE FROM mid.{table} WHERE id IN (
+    SELECT id FROM mid.{table} WHERE {column} < now() - make_interval(secs => %s) LIMIT %s)
+"""
+
+
+class AlreadyRunning(Exception):
+    """Another SMS process holds the instance's lock."""
+
+
+def receiver_settings(account: Account) -> BindSettings:
+    """The receiver bind of an account: its receiver settings (or the transmitter's)."""
+    receiver = account.receiver_settings
+    return dataclasses.replace(
+        bind_settings(account, BindKind.RECEIVER),
+        host=receiver.server,
+        port=receiver.port,
+        system_id=receiver.system_id,
+        password=receiver.password.get_secret_value() if receiver.password else "",
+        system_type=receiver.system_type,
+    )
+
+
+class Receiver(BaseHandler):
+    """The handler of an account's receiver binds: everything through the inbox."""
+
+    def __init__(self, process: SmsProcess, account: Account, account_id: int) -> None:
+        self.process = process
+        self.account = account
+        self.account_id = account_id
+        self.m_binds = obs.BINDS_UP.labels(account.name, "receiver")
+
+    def on_request(self, conn: SmppConnection, pdu: Pdu) -> None:
+        if self.process.storing:
+            handle_request(self.process.inbox, self.account_id, conn, pdu)
+        # else: stopping, left unanswered: the SMSC sends it again
+
+    def on_bound(self, conn: SmppConnection) -> None:
+        self.m_binds.inc()
+
+    def on_unbound(self, conn: SmppConnection, reason: str) -> None:
+        self.m_binds.dec()
+        obs.RECONNECTS.labels(self.account.name).inc()
+
+
+class SmsProcess:
+    def __init__(self, config: MidConfig, dsn: str) -> None:
+        self.config = config
+        self.settings = config.sms_process
+        self.dsn = dsn
+        mta = config.mta
+        self.policy = RetryPolicy(
+            period=mta.retry_period,
+            max_retries=mta.max_retries,
+            throttle_backoff=mta.throttle_backoff,
+            default_validity=mta.default_validity,
+        )
+        self.stopping = asyncio.Event()
+        self.storing = True
+        self.exit_code = EXIT_OK
+        self.dirty: set[int] = set()
+        self.receivers: list[SmppClient] = []
+        self.senders: dict[int, ReplySender] = {}
+        self.names: dict[int, str] = {}
+        self._wakeup = asyncio.Event()
+        self._working = True
+        self.application_name = f"smsmta sms-process {socket.gethostname()} {os.getpid()}"[:63]
+
+    async def connect(self) -> psycopg.AsyncConnection:
+        return await psycopg.AsyncConnection.connect(
+            self.dsn, autocommit=True, application_name=self.application_name
+        )
+
+    # --- life cycle --------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        try:
+            self.lock_conn = await self.connect()
+            await self._lock()
+        except AlreadyRunning as error:
+            log.error("sms_process.already_running", holder=str(error))
+            print(
+                f"smsmta sms-process: another SMS process is running against this database "
+                f"({error}); there is exactly one per instance",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        ids = await sync_accounts(self.lock_conn, self.config)
+        enabled = {ids[a.name]: a for a in self.config.accounts if a.enabled}
+        self.names = {account_id: a.name for account_id, a in enabled.items()}
+        self.reconciler = Reconciler(
+            {i: AccountRules.of(i, a) for i, a in enabled.items()},
+            self.policy,
+            match_wait=self.settings.receipt_match_wait,
+            retry_interval=self.settings.receipt_retry_interval,
+            multipart_status=self.settings.multipart_status,
+        )
+        self.mo = MoHandler(enabled, self.names, self.settings.mo_reassembly_timeout)
+        self.work_conn = await self.connect()
+        held = await self.mo.reload(self.work_conn)
+        slow_kpi = [i for i, a in enabled.items() if not a.channel.realtime_kpi]
+        if slow_kpi:
+            cursor = await self.work_conn.execute(OPEN_DELIVERIES, (slow_kpi,))
+            self.dirty.update(row[0] for row in await cursor.fetchall())
+
+        self.inbox = Inbox(self.connect)
+        self.inbox.on_flushed = self._inbox_flushed
+        inbox_task = asyncio.create_task(self.inbox.run())
+        inbox_task.add_done_callback(self._task_done)
+        for account_id, account in enabled.items():
+            if account.auto_replies:
+                sender = self.senders[account_id] = ReplySender(account, account_id)
+                sender.start()
+            if account.connection.mode is Mode.TX_RX:
+                handler = Receiver(self, account, account_id)
+                for _ in range(account.connection.connections):
+                    client = SmppClient(receiver_settings(account), handler)
+                    self.receivers.append(client)
+        receiver_tasks = [asyncio.create_task(client.run()) for client in self.receivers]
+        work = asyncio.create_task(self._work_loop())
+        work.add_done_callback(self._task_done)
+        background = [
+            asyncio.create_task(self._listen()),
+            asyncio.create_task(self._housekeeping()),
+            asyncio.create_task(self._purge_loop()),
+        ]
+        port = obs.serve_metrics(self.settings.metrics_host, self.settings.metrics_port)
+        log.info(
+            "sms_process.started",
+            accounts=sorted(self.names.values()),
+            receivers=len(self.receivers),
+            reply_binds=len(self.senders),
+            held_mo_parts=held,
+            metrics_port=port,
+        )
+        await self.stopping.wait()
+        await self._shutdown(inbox_task, receiver_tasks, work, background)
+        return self.exit_code
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A task the process cannot live without ended by an error: stop, exit 1."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error(
+            "sms_process.task_failed",
+            task=task.get_coro().__qualname__,
+            error=repr(error),
+            exc_info=error,
+        )
+        self.exit_code = EXIT_FAILED
+        self.stopping.set()
+
+    async def _lock(self) -> None:
+        cursor = await self.lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+        row = await cursor.fetchone()
+        if row and row[0]:
+            return
+        cursor = await self.lock_conn.execute(HOLDER, (LOCK_KEY >> 32, LOCK_KEY & 0xFFFFFFFF))
+        holder = await cursor.fetchone()
+        await self.lock_conn.close()
+        if holder is None:
+            raise AlreadyRunning("the holder is not visible to this database user")
+        name, client, since = holder
+        raise AlreadyRunning(f"{name or 'unnamed'} from {client or 'local socket'} since {since}")
+
+    async def _shutdown(
+        self,
+        inbox_task: asyncio.Task[None],
+        receiver_tasks: list[asyncio.Task[None]],
+        work: asyncio.Task[None],
+        background: list[asyncio.Task[None]],
+    ) -> None:
+        timeout = self.settings.shutdown_timeout
+        log.info("sms_process.stopping", inbox_backlog=self.inbox.backlog)
+        self.storing = False
+        await self.inbox.close()  # what was stored is committed and acknowledged
+        await asyncio.gather(*(client.stop(0) for client in self.receivers), return_exceptions=True)
+        self._working = False
+        self._wakeup.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(work), timeout)
+        await asyncio.gather(
+            *(sender.stop(timeout) for sender in self.senders.values()), return_exceptions=True
+        )
+        with contextlib.suppress(psycopg.Error):
+            await self._sync_kpis(await self._fresh_work_conn())
+        for task in [inbox_task, work, *receiver_tasks, *background]:
+            task.cancel()
+        await asyncio.gather(inbox_task, work, *receiver_tasks, *background, return_exceptions=True)
+        for conn in (self.work_conn, self.lock_conn):
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()  # closing the lock's connection releases the lock
+        log.info(
+            "sms_process.stopped",
+            exit_code=self.exit_code,
+            inbox_rows=self.inbox.stats.rows,
+            inbox_refused=self.inbox.stats.refused,
+        )
+
+    # --- the work loop -----------------------------------------------------------------
+
+    def _inbox_flushed(self, rows: int, seconds: float) -> None:
+        obs.DB_FLUSH_SECONDS.labels("sms_process_inbox").observe(seconds)
+        self._wakeup.set()
+
+    async def _fresh_work_conn(self) -> psycopg.AsyncConnection:
+        if self.work_conn.closed or self.work_conn.broken:
+            self.work_conn = await self.connect()
+        return self.work_conn
+
+    async def _work_loop(self) -> None:
+        batch = self.settings.batch_size
+        next_sync = time.monotonic() + self.settings.kpi_sync_period
+        while self._working:
+            self._wakeup.clear()
+            try:
+                conn = await self._fresh_work_conn()
+                handled = await self.work_once(conn)
+                if time.monotonic() >= next_sync:
+                    await self._sync_kpis(conn)
+                    next_sync = time.monotonic() + self.settings.kpi_sync_period
+            except psycopg.OperationalError as error:
+                log.warning("sms_process.work_failed", error=str(error))
+                await asyncio.sleep(1.0)
+                continue
+            if handled >= batch:
+                continue  # more are due: at once
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.settings.poll_interval)
+
+    async def work_once(self, conn: psycopg.AsyncConnection) -> int:
+        """Handle one batch of due inbox rows in one transaction; return how many."""
+        started = time.monotonic()
+        async with conn.transaction():
+            cursor = await conn.execute(FETCH, (self.settings.batch_size,))
+            rows = await cursor.fetchall()
+            receipts = [InboxRow(r[0], r[1], r[3], r[4], r[5]) for r in rows if r[2] == "receipt"]
+            mos = [(r[0], r[1], r[3], r[4]) for r in rows if r[2] == "mo"]
+            outcome = await self.reconciler.handle(conn, receipts) if receipts else None
+            mo_outcome = await self.mo.handle(conn, mos) if mos or self.mo.pending else None
+        committed = time.time()
+        if rows:
+            obs.DB_FLUSH_SECONDS.labels("sms_process").observe(time.monotonic() - started)
+        if outcome is not None:
+            self._receipt_metrics(outcome, committed)
+        if mo_outcome is not None:
+            for name, _keyword in mo_outcome.messages:
+                obs.SP_MO.labels(name).inc()
+            for name, action in mo_outcome.blacklist_changes:
+                obs.SP_BLACKLIST_CHANGES.labels(name, action).inc()
+            for reply in mo_outcome.replies:
+                sender = self.senders.get(reply.account_id)
+                if sender is not None:
+                    sender.send(reply)
+            if mo_outcome.messages:
+                log.info("sms_process.mo", count=len(mo_outcome.messages), stored=mo_outcome.stored)
+        return len(rows)
+
+    def _receipt_metrics(self, outcome: BatchOutcome, committed: float) -> None:
+        self.dirty.update(outcome.dirty_deliveries)
+        for (name, result), n in outcome.by_result.items():
+            obs.SP_RECEIPT_RESULTS.labels(name, result).inc(n)
+            if result in ("unmatched", "invalid"):
+                obs.SP_RECEIPTS_UNMATCHED.labels(name).inc(n)
+        for (name, stat), n in outcome.by_stat.items():
+            obs.SP_RECEIPTS.labels(name, stat).inc(n)
+        matched: dict[str, int] = {}
+        for item in outcome.handled:
+            if item.match is not None and item.result is not None:
+                matched[item.account.name] = matched.get(item.account.name, 0) + 1
+        for name, n in matched.items():
+            obs.SP_RECEIPTS_MATCHED.labels(name).inc(n)
+        for item in outcome.applied:
+            delay = committed - item.row.received_at.timestamp()
+            obs.SP_RECEIPT_DELAY.labels(item.account.name).observe(max(delay, 0.0))
+        obs.SP_RECEIPTS_WAITING.set(outcome.waiting)
+        unmatched = outcome.by_result
+        gave_up = sum(n for (_, r), n in unmatched.items() if r in ("unmatched", "invalid"))
+        if gave_up:
+            log.warning("sms_process.receipts_unmatched", count=gave_up)
+
+    async def _sync_kpis(self, conn: psycopg.AsyncConnection) -> None:
+        """Recount the KPIs of deliveries changed by receipts of non-real-time accounts."""
+        ids = sorted(self.dirty)
+        if not ids:
+            return
+        async with conn.transaction():
+            await conn.execute(LOCK_DELIVERIES, (ids,))  # MTA increments wait: none lost
+            await conn.execute(RECOUNT, (ids,))
+        self.dirty.difference_update(ids)
+        log.info("sms_process.kpi_synced", deliveries=len(ids))
+
+    # --- background --------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                conn = await self.connect()
+                await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                async for _ in conn.notifies():
+                    self._wakeup.set()
+            except psycopg.Error as error:
+                log.warning("sms_process.listen_failed", error=str(error))
+                await asyncio.sleep(1.0)
+
+    async def _housekeeping(self) -> None:
+        """Every few seconds: the lock's connection is alive, the inbox backlog gauge."""
+        conn: psycopg.AsyncConnection | None = None
+        while True:
+            await asyncio.sleep(2.0)
+            try:
+                await self.lock_conn.execute("SELECT 1")
+            except psycopg.Error as error:
+                log.error("sms_process.lock_lost", error=str(error))
+                self.exit_code = EXIT_FAILED
+                self.stopping.set()
+                return
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = await self.connect()
+                cursor = await conn.execute("SELECT count(*) FROM mid.inbox")
+                row = await cursor.fetchone()
+                obs.SP_INBOX_BACKLOG.set(row[0] if row else 0)
+            except psycopg.Error as error:
+                log.warning("sms_process.backlog_failed", error=str(error))
+
+    async def _purge_loop(self) -> None:
+        conn: psycopg.AsyncConnection | None = None
+        while True:
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = await self.connect()
+                await purge(conn, self.settings)
+            except psycopg.Error as error:
+                log.warning("sms_process.purge_failed", error=str(error))
+            await asyncio.sleep(self.settings.purge_period)
+
+
+async def purge(conn: psycopg.AsyncConnection, settings: Any) -> dict[str, int]:
+    """Delete rows past their retention, `purge_batch` per statement; return counts."""
+    counts: dict[str, int] = {}
+    batch = settings.purge_batch
+    for table, column, attribute in PURGES:
+        retention = getattr(settings, attribute)
+        total = 0
+        while True:
+            cursor = await conn.execute(
+                PURGE.format(table=table, column=column), (retention, batch)
+            )
+            deleted = cursor.rowcount
+            total += deleted
+            if deleted < batch:
+                break
+        counts[table] = total
+        if total:
+            obs.SP_PURGED.labels(table).inc(total)
+            log.info("sms_process.purged", table=table, rows=total)
+    return counts
+
+
+def run(config: MidConfig, dsn: str) -> int:
+    """Run the SMS process on uvloop until SIGTERM; return the exit code."""
+    import uvloop
+
+    return uvloop.run(SmsProcess(config, dsn).run())

@@ -1,0 +1,489 @@
+"""Receipt reconciliation: inbox receipts -> their MT's final status, in one transaction a batch.
+
+What it does (SPEC section 7), for a batch of `mid.inbox` receipt rows:
+
+1. reads each receipt with its account's `ReceiptRules` (smpp.receipt.interpret: id regex,
+   SR id format, TLV and Text options; receipted_message_id with the MT-ack id format);
+2. matches the ids to `mid.provider_msg_id` of the same account (the newest row when a
+   provider reuses ids), with the message and its delivery, in one query;
+3. decides, per receipt, in arrival order (`decide` below, pure): a final stat on a `sent`
+   message of the attempt the receipt belongs to changes it; anything else is history;
+4. writes in the caller's transaction: the message log upserted for failures (its
+   qualification decides: hard -> failed, soft -> back to the queue under `mta.retry`,
+   ignored -> failed without counting as hard), `broad_log` updated from arrays (guarded by
+   status = 'sent'), the delivery KPIs incremented when the account wants them in real
+   time (else the delivery is marked for the periodic sync), every receipt COPYed into
+   `mid.receipt` (the message's history), handled inbox rows deleted, and receipts whose MT
+   is not recorded yet left in the inbox for another try `retry_interval` later, until
+   `match_wait` after their arrival: then they are kept as `unmatched`.
+
+Which attempt: the MTA writes a part's provider_msg_id and the message's `sent_at` in one
+transaction (same now()), so a receipt whose provider_msg_id is older than `sent_at`
+belongs to an earlier attempt of a message sent again after a soft failure: ignored.
+
+Multipart: every part's receipt is kept. `first_part`: part 1's receipt decides (Adobe's
+rule; the MTA asks a receipt for the first part only). `all_parts`: a failed part fails the
+message; it is delivered when every part has a delivered receipt of the current attempt.
+
+Touches: the database through the caller's connection and transaction (`mid.inbox`,
+`mid.provider_msg_id`, `mid.broad_log`, `mid.delivery`, `mid.broad_log_msg`,
+`mid.receipt`); nothing else (metrics are the caller's, from `BatchOutcome`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from mta.retry import RetryPolicy, Verdict
+from smpp import codec
+from smpp.errors import RemoteProtocolError
+from smpp.receipt import Outcome, Receipt, ReceiptRules, interpret
+from smsmta.db import FailureType, ReceiptResult
+from smsmta.settings import Account
+
+
+@dataclass(frozen=True)
+class AccountRules:
+    """What reconciliation needs of one account."""
+
+    account_id: int
+    name: str
+    rules: ReceiptRules
+    realtime_kpi: bool
+
+    @classmethod
+    def of(cls, account_id: int, account: Account) -> AccountRules:
+        smsc = account.smsc
+        rules = ReceiptRules.build(
+            account.connection.smsc_name,
+            id_regex=smsc.sr_id_regex,
+            success_regex=smsc.sr_success_regex,
+            error_regex=smsc.sr_error_regex,
+            sr_id_format=smsc.sr_id_format,
+            mt_ack_id_format=smsc.mt_ack_id_format,
+            id_in_optional_fields=smsc.sr_id_in_optional_fields,
+            id_in_text_field=smsc.sr_id_in_text_field,
+        )
+        return cls(account_id, account.name, rules, account.channel.realtime_kpi)
+
+
+# An account that left the settings file: its receipts are still read, with the defaults.
+def _fallback(account_id: int) -> AccountRules:
+    return AccountRules(account_id, f"#{account_id}", ReceiptRules.build("unknown"), True)
+
+
+@dataclass(slots=True)
+class InboxRow:
+    id: int
+    account_id: int
+    pdu: bytes
+    received_at: datetime
+    attempts: int
+
+
+@dataclass(slots=True)
+class Match:
+    """The MT part a receipt's id names, and its message as read in this transaction."""
+
+    broad_log_id: int
+    part_no: int
+    mt_sent_at: datetime
+    status: str
+    parts: int
+    sent_at: datetime | None
+    retry_count: int
+    delivery_id: int
+    validity_end: datetime
+
+    @property
+    def current_attempt(self) -> bool:
+        return self.sent_at is None or self.mt_sent_at >= self.sent_at
+
+
+@dataclass(slots=True)
+class Handled:
+    """One receipt and what became of it."""
+
+    row: InboxRow
+    account: AccountRules
+    receipt: Receipt | None
+    match: Match | None = None
+    result: ReceiptResult | None = None  # None: waits in the inbox for its MT
+    note: str | None = None
+    change: str | None = None  # 'delivered' | 'failed' | 'retry': this receipt sets the status
+
+
+@dataclass
+class BatchOutcome:
+    """What a batch did, for metrics and logs (filled by `Reconciler.handle`)."""
+
+    handled: list[Handled] = field(default_factory=list)
+    applied: list[Handled] = field(default_factory=list)
+    waiting: int = 0
+    dirty_deliveries: set[int] = field(default_factory=set)
+    by_result: Counter[tuple[str, str]] = field(default_factory=Counter)  # (account, result)
+    by_stat: Counter[tuple[str, str]] = field(default_factory=Counter)  # (account, stat)
+
+
+MATCH = """
+SELECT DISTINCT ON (v.ord) v.ord, p.broad_log_id, p.part_no, p.created_at, b.status::text,
+       b.parts, b.sent_at, b.retry_count, b.delivery_id, d.validity_end, d.created_at
+FROM unnest(%s::int[], %s::int[], %s::text[]) AS v(ord, account_id, provider_id)
+JOIN mid.provider_msg_id p ON p.account_id = v.account_id AND p.provider_id = v.provider_id
+JOIN mid.broad_log b ON b.id = p.broad_log_id
+JOIN mid.delivery d ON d.id = b.delivery_id
+ORDER BY v.ord, p.created_at DESC
+"""
+
+PART_RECEIPTS = """
+SELECT r.broad_log_id, r.part_no, r.outcome::text
+FROM mid.receipt r JOIN mid.broad_log b ON b.id = r.broad_log_id
+WHERE r.broad_log_id = ANY(%s) AND r.result = 'part' AND r.mt_sent_at >= b.sent_at
+"""
+
+MESSAGE_LOG = """
+INSERT INTO mid.broad_log_msg AS m (key, first_text, count, last_seen_at)
+SELECT key, text, n, now() FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS v(key, text, n)
+ON CONFLICT (key) DO UPDATE SET count = m.count + EXCLUDED.count, last_seen_at = now()
+RETURNING id, key, qualification::text
+"""
+
+DELIVERED = """
+UPDATE mid.broad_log b SET status = 'delivered', final_at = now(), updated_at = now()
+FROM unnest(%s::bigint[]) AS v(id)
+WHERE b.id = v.id AND b.status = 'sent'
+RETURNING b.id
+"""
+
+FAILED = """
+UPDATE mid.broad_log b
+SET status = 'failed', failure_type = v.type::mid.failure_type, failure_reason = v.reason,
+    broad_log_msg_id = v.msg, final_at = now(), updated_at = now()
+FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[]) AS v(id, type, reason, msg)
+WHERE b.id = v.id AND b.status = 'sent'
+RETURNING b.id
+"""
+
+RETRY = """
+UPDATE mid.broad_log b
+SET status = 'pending', next_try_at = v.at, retry_count = b.retry_count + 1,
+    failure_type = 'soft', failure_reason = v.reason, broad_log_msg_id = v.msg,
+    updated_at = now()
+FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[], %s::bigint[]) AS v(id, at, reason, msg)
+WHERE b.id = v.id AND b.status = 'sent'
+RETURNING b.id
+"""
+
+KPIS = """
+UPDATE mid.delivery d
+SET delivered = d.delivered + v.delivered, failed_hard = d.failed_hard + v.hard,
+    failed_soft = d.failed_soft + v.soft, updated_at = now()
+FROM unnest(%s::bigint[], %s::int[], %s::int[], %s::int[]) AS v(id, delivered, hard, soft)
+WHERE d.id = v.id
+"""
+
+COPY_RECEIPTS = (
+    "COPY mid.receipt (account_id, provider_id, broad_log_id, part_no, mt_sent_at, stat, err, "
+    "outcome, result, text, note, received_at) FROM STDIN"
+)
+
+DELETE_INBOX = "DELETE FROM mid.inbox WHERE id = ANY(%s)"
+
+WAIT_INBOX = """
+UPDATE mid.inbox SET attempts = attempts + 1, next_try_at = %s WHERE id = ANY(%s)
+"""
+
+_FINAL_STATUSES = frozenset({"delivered", "failed"})
+
+
+def _receipt_of(row: InboxRow, account: AccountRules) -> tuple[Receipt | None, str | None]:
+    try:
+        pdu = codec.decode(row.pdu)
+    except RemoteProtocolError as error:  # cannot happen with rows the Inbox wrote
+        return None, f"undecodable PDU: {error}"
+    short_message = getattr(pdu, "short_message", b"")  # data_sm has none: payload TLV
+    return interpret(short_message, pdu.tlvs, account.rules), None
+
+
+class Reconciler:
+    """Handles batches of inbox receipts; holds the per-account rules and the policies."""
+
+    def __init__(
+        self,
+        accounts: Mapping[int, AccountRules],
+        policy: RetryPolicy,
+        *,
+        match_wait: float = 600.0,
+        retry_interval: float = 5.0,
+        multipart_status: str = "first_part",
+    ) -> None:
+        self.accounts = dict(accounts)
+        self.policy = policy
+        self.match_wait = timedelta(seconds=match_wait)
+        self.retry_interval = timedelta(seconds=retry_interval)
+        self.all_parts = multipart_status == "all_parts"
+
+    def account(self, account_id: int) -> AccountRules:
+        found = self.accounts.get(account_id)
+        if found is None:
+            found = self.accounts[account_id] = _fallback(account_id)
+        return found
+
+    async def handle(
+        self, conn: psycopg.AsyncConnection, rows: Iterable[InboxRow], now: datetime | None = None
+    ) -> BatchOutcome:
+        """Reconcile a batch inside the caller's transaction (see the module docstring)."""
+        now = now or datetime.now(UTC)
+        out = BatchOutcome()
+        items: list[Handled] = []
+        for row in rows:
+            account = self.account(row.account_id)
+            receipt, problem = _receipt_of(row, account)
+            item = Handled(row, account, receipt)
+            if receipt is None or receipt.provider_id is None:
+                item.result = ReceiptResult.INVALID
+                item.note = problem or (receipt.id_error if receipt else None)
+            items.append(item)
+        out.handled = items
+
+        await self._match(conn, items)
+        part_state = await self._part_state(conn, items) if self.all_parts else {}
+        decide(items, self.all_parts, part_state)
+        for item in items:
+            expired = item.row.received_at + self.match_wait <= now
+            if item.result is None and item.match is None and expired:
+                assert item.receipt is not None
+                item.result = ReceiptResult.UNMATCHED
+                item.note = f"no MT with provider id {item.receipt.provider_id!r}"
+        await self._apply(conn, items, now, out)
+        await self._write_history(conn, items)
+
+        done = [item.row.id for item in items if item.result is not None]
+        waiting = [item.row.id for item in items if item.result is None]
+        if done:
+            await conn.execute(DELETE_INBOX, (done,))
+        if waiting:
+            await conn.execute(WAIT_INBOX, (now + self.retry_interval, waiting))
+        out.waiting = len(waiting)
+        for item in items:
+            if item.result is not None:
+                out.by_result[(item.account.name, item.result.value)] += 1
+                stat = (item.receipt.stat if item.receipt else None) or "-"
+                out.by_stat[(item.account.name, stat)] += 1
+        return out
+
+    async def _match(self, conn: psycopg.AsyncConnection, items: list[Handled]) -> None:
+        ords, accounts, ids = [], [], []
+        for index, item in enumerate(items):
+            if item.result is None and item.receipt is not None:
+                ords.append(index)
+                accounts.append(item.row.account_id)
+                ids.append(item.receipt.provider_id)
+        if not ords:
+            return
+        cursor = await conn.execute(MATCH, (ords, accounts, ids))
+        for row in await cursor.fetchall():
+            ord_, blid, part_no, mt_sent_at, status, parts, sent_at, retries, delivery_id = row[:9]
+            validity_end = self.policy.validity_end(row[9], row[10])
+            items[ord_].match = Match(
+                blid,
+                part_no,
+                mt_sent_at,
+                status,
+                parts,
+                sent_at,
+                retries,
+                delivery_id,
+                validity_end,
+            )
+
+    async def _part_state(
+        self, conn: psycopg.AsyncConnection, items: list[Handled]
+    ) -> dict[int, dict[int, str]]:
+        """For all_parts: outcome by part already recorded, of multipart messages in the batch."""
+        ids = sorted(
+            {i.match.broad_log_id for i in items if i.match is not None and i.match.parts > 1}
+        )
+        state: dict[int, dict[int, str]] = defaultdict(dict)
+        if ids:
+            cursor = await conn.execute(PART_RECEIPTS, (ids,))
+            for broad_log_id, part_no, outcome in await cursor.fetchall():
+                state[broad_log_id][part_no] = outcome
+        return state
+
+    async def _apply(
+        self, conn: psycopg.AsyncConnection, items: list[Handled], now: datetime, out: BatchOutcome
+    ) -> None:
+        changing = [item for item in items if item.change is not None]
+        if not changing:
+            return
+        failures = [item for item in changing if item.change == "failed"]
+        qualification: dict[str, tuple[int, FailureType]] = {}
+        if failures:
+            counts: Counter[str] = Counter()
+            first_text: dict[str, str] = {}
+            for item in failures:
+                assert item.receipt is not None
+                counts[item.receipt.log_key] += 1
+                first_text.setdefault(item.receipt.log_key, item.receipt.log_text)
+            keys = sorted(counts)  # one lock order everywhere: no deadlock with the MTA
+            cursor = await conn.execute(
+                MESSAGE_LOG, (keys, [first_text[k] for k in keys], [counts[k] for k in keys])
+            )
+            for msg_id, key, qual in await cursor.fetchall():
+                qualification[key] = (msg_id, FailureType(qual))
+
+        delivered: list[Handled] = []
+        failed: list[tuple[Handled, FailureType, str, int]] = []
+        retry: list[tuple[Handled, datetime, str, int]] = []
+        for item in changing:
+            match = item.match
+            assert match is not None and item.receipt is not None
+            if item.change == "delivered":
+                delivered.append(item)
+                continue
+            msg_id, qual = qualification[item.receipt.log_key]
+            decision = self.policy.decide(qual, match.retry_count, now, match.validity_end)
+            reason = item.receipt.log_text
+            if decision.reason:
+                reason = f"{reason} ({decision.reason})"
+            if decision.verdict is Verdict.RETRY:
+                assert decision.next_try_at is not None
+                item.change = "retry"
+                retry.append((item, decision.next_try_at, reason, msg_id))
+            else:
+                failed.append((item, decision.failure_type, reason, msg_id))
+
+        updated: set[int] = set()
+        if delivered:
+            cursor = await conn.execute(DELIVERED, ([i.match.broad_log_id for i in delivered],))  # type: ignore[union-attr]
+            updated.update(row[0] for row in await cursor.fetchall())
+        if failed:
+            cursor = await conn.execute(
+                FAILED,
+                (
+                    [i.match.broad_log_id for i, _, _, _ in failed],  # type: ignore[union-attr]
+                    [kind.value for _, kind, _, _ in failed],
+                    [reason for _, _, reason, _ in failed],
+                    [msg for _, _, _, msg in failed],
+                ),
+            )
+            updated.update(row[0] for row in await cursor.fetchall())
+        if retry:
+            cursor = await conn.execute(
+                RETRY,
+                (
+                    [i.match.broad_log_id for i, _, _, _ in retry],  # type: ignore[union-attr]
+                    [at for _, at, _, _ in retry],
+                    [reason for _, _, reason, _ in retry],
+                    [msg for _, _, _, msg in retry],
+                ),
+            )
+            updated.update(row[0] for row in await cursor.fetchall())
+
+        kpi: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # delivered, hard, soft
+        failure_types = {i.match.broad_log_id: kind for i, kind, _, _ in failed}  # type: ignore[union-attr]
+        for item in changing:
+            match = item.match
+            assert match is not None
+            if match.broad_log_id not in updated:
+                item.result, item.change = ReceiptResult.IGNORED, None
+                item.note = "the message's status changed meanwhile"
+                continue
+            out.applied.append(item)
+            if not item.account.realtime_kpi:
+                out.dirty_deliveries.add(match.delivery_id)
+            elif item.change == "delivered":
+                kpi[match.delivery_id][0] += 1
+            elif item.change == "failed":
+                kind = failure_types[match.broad_log_id]
+                if kind is FailureType.HARD:
+                    kpi[match.delivery_id][1] += 1
+                elif kind is FailureType.SOFT:
+                    kpi[match.delivery_id][2] += 1
+        if kpi:
+            ids = sorted(kpi)
+            await conn.execute(
+                KPIS,
+                (ids, [kpi[i][0] for i in ids], [kpi[i][1] for i in ids], [kpi[i][2] for i in ids]),
+            )
+
+    async def _write_history(self, conn: psycopg.AsyncConnection, items: list[Handled]) -> None:
+        rows: list[tuple[Any, ...]] = []
+        for item in items:
+            if item.result is None:
+                continue
+            receipt, match = item.receipt, item.match
+            rows.append(
+                (
+                    item.row.account_id,
+                    receipt.provider_id if receipt else None,
+                    match.broad_log_id if match else None,
+                    match.part_no if match else None,
+                    match.mt_sent_at if match else None,
+                    receipt.stat if receipt else None,
+                    receipt.err if receipt else None,
+                    receipt.outcome.value if receipt else Outcome.INTERMEDIATE.value,
+                    item.result.value,
+                    receipt.text if receipt else "",
+                    item.note,
+                    item.row.received_at,
+                )
+            )
+        if rows:
+            async with conn.cursor() as cursor, cursor.copy(COPY_RECEIPTS) as copy:
+                for values in rows:
+                    await copy.write_row(values)
+
+
+def decide(items: list[Handled], all_parts: bool, part_state: Mapping[int, dict[int, str]]) -> None:
+    """Set `result` / `change` of every matched receipt, in arrival order. Pure.
+
+    A receipt that changes its message makes the later ones of the same message in the
+    batch duplicates; `part_state` (all_parts) is updated as parts are counted.
+    """
+    status_now: dict[int, str] = {}
+    parts_seen: dict[int, dict[int, str]] = {k: dict(v) for k, v in part_state.items()}
+    for item in items:
+        match, receipt = item.match, item.receipt
+        if match is None or receipt is None or item.result is not None:
+            continue
+        status = status_now.get(match.broad_log_id, match.status)
+        if receipt.outcome is Outcome.INTERMEDIATE:
+            item.result = ReceiptResult.INTERMEDIATE
+            continue
+        if not match.current_attempt:
+            item.result = ReceiptResult.IGNORED
+            item.note = "receipt of an earlier attempt of a message sent again"
+            continue
+        if status in _FINAL_STATUSES or (status == "pending" and match.broad_log_id in status_now):
+            item.result = ReceiptResult.DUPLICATE
+            continue
+        if status != "sent":
+            item.result = ReceiptResult.IGNORED
+            item.note = f"the message is {status}"
+            continue
+        outcome = receipt.outcome.value  # 'delivered' | 'failed'
+        if match.parts > 1 and not all_parts and match.part_no != 1:
+            item.result = ReceiptResult.IGNORED
+            item.note = f"part {match.part_no}: the first part's receipt decides"
+            continue
+        if match.parts > 1 and all_parts:
+            seen = parts_seen.setdefault(match.broad_log_id, {})
+            if seen.get(match.part_no) == outcome:
+                item.result = ReceiptResult.DUPLICATE
+                continue
+            seen[match.part_no] = outcome
+            delivered_parts = sum(1 for v in seen.values() if v == "delivered")
+            if outcome == "delivered" and delivered_parts < match.parts:
+                item.result = ReceiptResult.PART
+                continue
+        item.result = ReceiptResult.APPLIED
+        item.change = outcome
+        status_now[match.broad_log_id] = outcome if outcome == "delivered" else "pending"
