@@ -31,8 +31,10 @@ from mta import coordination
 from mta.retry import RetryPolicy
 from mta.sender import AccountSender
 from mta.writer import Writer
+from sms_process.inbox import Inbox
 from smsmta import obs, settings
 from smsmta.db.engine import DATABASE_URL_ENV, libpq_dsn
+from smsmta.settings import Mode
 
 log = structlog.get_logger("mta.child")
 
@@ -83,6 +85,10 @@ class Child:
             seconds
         )
         writer_task = asyncio.create_task(self.writer.run())
+        inbox = inbox_task = None
+        if any(a.enabled and a.connection.mode is Mode.TRX for a in self.config.accounts):
+            inbox = Inbox(self._reconnect)  # TRX binds receive: store before answering
+            inbox_task = asyncio.create_task(inbox.run())
         ids = await self._account_ids()
         for account in self.config.accounts:
             if not account.enabled or account.name not in ids:
@@ -96,6 +102,7 @@ class Child:
                 policy=self.policy,
                 claim_batch=self.config.mta.claim_batch,
                 poll_interval=self.config.mta.poll_interval,
+                inbox=inbox if account.connection.mode is Mode.TRX else None,
             )
             self.senders[sender.account_id] = sender
         for sender in self.senders.values():
@@ -112,6 +119,10 @@ class Child:
         heartbeat.cancel()
         listener.cancel()
         timeout = self.config.mta.shutdown_timeout
+        if inbox is not None:  # answer what is stored while the binds are still up
+            await inbox.close()
+            if inbox_task is not None:
+                inbox_task.cancel()
         await asyncio.gather(*(s.stop(timeout) for s in self.senders.values()))
         await self.writer.close()
         writer_task.cancel()

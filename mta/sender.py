@@ -11,6 +11,9 @@ bind that puts parts on the wire while three limits allow:
 2. the rate limiter (the child's share of the account's cap, lowered by AIMD);
 3. the lease: a child that cannot renew it stops sending (fenced).
 
+In TRX mode the same binds receive receipts and MOs: each is stored in the inbox
+(sms_process.inbox) and answered only once committed; the SMS process handles them.
+
 Answers go through the retry policy (`mta.retry`) and the writer (`mta.writer`);
 throttling answers feed AIMD and put the part back after a back-off; a part with no
 answer (timeout, lost link) is sent again at once, flagged as a possible duplicate.
@@ -34,10 +37,12 @@ from mta.submit import MtBuilder
 from mta.throttle import Aimd, RateLimiter
 from mta.writer import Callback, Writer
 from smpp.aio import BaseHandler, BindKind, BindSettings, SmppClient, SmppConnection
-from smpp.constants import is_throttling, status_name
+from smpp.constants import CommandStatus, is_throttling, status_name
+from smpp.pdu import Pdu
 from smpp.receipt import IdFormat, format_id, submit_error_log
 from smpp.session import Expired, Response, Timeouts
 from smpp.text import TextError
+from sms_process.inbox import Inbox, handle_request
 from smsmta import obs
 from smsmta.db import FailureType
 from smsmta.settings import Account, Mode
@@ -88,8 +93,10 @@ class AccountSender(BaseHandler):
         policy: RetryPolicy,
         claim_batch: int,
         poll_interval: float,
+        inbox: Inbox | None = None,
     ) -> None:
         self.account = account
+        self.inbox = inbox
         self.account_id = account_id
         self.owner = owner
         self.connect = connect
@@ -310,6 +317,13 @@ class AccountSender(BaseHandler):
         if mt.error_status is None:
             mt.error_status = UNKNOWN_FATE
         self._resolved(None, mt, index)
+
+    def on_request(self, conn: SmppConnection, pdu: Pdu) -> None:
+        """TRX mode: receipts and MOs on our transceivers, stored before they are answered."""
+        if self.inbox is not None:
+            handle_request(self.inbox, self.account_id, conn, pdu)
+        elif pdu.RESPONSE is not None:  # a transmitter gets none: the session refuses them
+            conn.respond(pdu.make_resp(command_status=CommandStatus.ESME_RINVBNDSTS))
 
     def on_stray(self, conn: SmppConnection, pdu: object) -> None:
         log.info("mta.late_response", account=self.account.name, pdu=repr(pdu))

@@ -354,3 +354,22 @@ async def test_submit_errors_are_qualified_through_the_message_log(
     assert await mta.stop() == 0
     [(count,)] = await harness.query("SELECT count FROM mid.broad_log_msg")
     assert count == 30
+
+
+async def test_trx_binds_store_receipts_before_answering_them(harness: Harness, smsc: Smsc) -> None:
+    path, config = harness.write_config(
+        mid_config(smsc.port, children=2, connections=1, mode="trx")
+    )
+    count = 1_000
+    await harness.enqueue(config, count)
+    mta = await harness.start_mta(path)
+
+    async def stored() -> bool:
+        rows = await harness.query("SELECT count(*) FROM mid.inbox WHERE kind = 'receipt'")
+        return rows == [(count,)] and (await harness.statuses()).get("sent", 0) == count
+
+    await harness.wait_until(stored, 60, "every receipt stored in the inbox", mta)
+    assert await mta.stop() == 0
+    assert smsc.stats["binds_active"]["trx"] == 0
+    assert smsc.counters.binds_total == 2  # transceivers only: no receiver was opened
+    assert smsc.counters.deliver_sm_acked == count  # each answered once stored
