@@ -411,5 +411,16 @@ def demo(messages: int, data_dir: str | None) -> None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+# --- midsourcing: mid, marketing, operator, account, delivery (midsourcing.commands) ----------
+
+
+def _register_midsourcing() -> None:
+    from midsourcing.commands import register
+
+    register(main)
+
+
+_register_midsourcing()
+
 if __name__ == "__main__":
     main()

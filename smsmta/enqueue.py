@@ -91,3 +91,50 @@ async def enqueue(
         )
         await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(account_id)))
     return count
+
+
+PUSH_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS push_chunk (
+    marketing_message_id bigint NOT NULL, address text NOT NULL, text text NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+COPY_CHUNK = "COPY push_chunk (marketing_message_id, address, text) FROM STDIN"
+INSERT_CHUNK = """
+INSERT INTO mid.broad_log (delivery_id, account_id, marketing_message_id, address, text)
+SELECT %(delivery_id)s, %(account_id)s, marketing_message_id, address, text
+FROM push_chunk ORDER BY marketing_message_id
+ON CONFLICT (delivery_id, marketing_message_id) DO NOTHING
+"""
+
+
+async def enqueue_idempotent(
+    conn: psycopg.AsyncConnection,
+    delivery_id: int,
+    account_id: int,
+    messages: Iterable[tuple[int, str, str]],
+) -> tuple[int, int]:
+    """Like `enqueue()`, but a message already queued (same delivery and marketing message
+    id) is skipped, so a chunk pushed again after a timeout never duplicates a message.
+
+    Call it inside a transaction of `conn` (the caller checks the delivery's state in the
+    same one). The rows go through a temporary table by COPY, then one INSERT ... ON
+    CONFLICT DO NOTHING. Returns (received, inserted).
+    """
+    await conn.execute(PUSH_TABLE)
+    received = 0
+    async with conn.cursor() as cursor, cursor.copy(COPY_CHUNK) as copy:
+        for row in messages:
+            await copy.write_row(row)
+            received += 1
+    cursor = await conn.execute(
+        INSERT_CHUNK, {"delivery_id": delivery_id, "account_id": account_id}
+    )
+    inserted = cursor.rowcount
+    await conn.execute("TRUNCATE push_chunk")
+    if inserted:
+        await conn.execute(
+            "UPDATE mid.delivery SET to_send = to_send + %s, updated_at = now() WHERE id = %s",
+            (inserted, delivery_id),
+        )
+        await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(account_id)))
+    return received, inserted

@@ -207,3 +207,60 @@ SP_BLACKLIST_CHANGES = Counter(
     ["account", "action"],
 )
 SP_PURGED = Counter("smsmta_purged_rows", "rows deleted by the retention purge", ["table"])
+
+
+# --- midsourcing (the mid API, midsourcing.api; the marketing service, midsourcing.marketing)
+
+MID_REQUESTS = Counter(
+    "smsmta_mid_requests",
+    "mid API requests, by route template, method and HTTP status",
+    ["endpoint", "method", "status"],
+)
+MID_REQUEST_SECONDS = Histogram(
+    "smsmta_mid_request_seconds",
+    "mid API request duration, by route template",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+MID_AUTH_FAILURES = Counter(
+    "smsmta_mid_auth_failures",
+    "refused authentications: bad_credentials, bad_token, missing, throttled, forbidden",
+    ["reason"],
+)
+MID_PUSHED_CHUNKS = Counter("smsmta_mid_pushed_chunks", "push chunks accepted", ["account"])
+MID_PUSHED_MESSAGES = Counter(
+    "smsmta_mid_pushed_messages",
+    "messages received in push chunks, by result (inserted, duplicate)",
+    ["account", "result"],
+)
+MID_SYNC_LAG = Gauge(
+    "smsmta_mid_status_sync_lag_seconds",
+    "age of the oldest status change no marketing side has pulled yet",
+)
+MKT_REQUESTS = Counter(
+    "smsmta_marketing_mid_requests",
+    "requests of the marketing service to the mid API, by endpoint and HTTP status "
+    "('error' when no answer came)",
+    ["account", "endpoint", "status"],
+)
+MKT_PUSHED_CHUNKS = Counter(
+    "smsmta_marketing_pushed_chunks",
+    "push chunks sent to the mid server, by result (accepted, retried)",
+    ["account", "result"],
+)
+MKT_PUSHED_MESSAGES = Counter(
+    "smsmta_marketing_pushed_messages", "messages accepted by the mid server", ["account"]
+)
+MKT_STATUS_CHANGES = Counter(
+    "smsmta_marketing_status_changes", "per-message status changes pulled", ["account"]
+)
+MKT_SYNC_LAG = Gauge(
+    "smsmta_marketing_status_sync_lag_seconds",
+    "age of the oldest status change the mid server holds that this service has not pulled",
+    ["account"],
+)
+MKT_AUTH_FAILURES = Counter(
+    "smsmta_marketing_auth_failures",
+    "mid API answers refusing the operator (401, 403, 429)",
+    ["account", "status"],
+)

@@ -320,9 +320,42 @@ class Service(_Model):
 
 
 class MidService(Service):
+    """The mid HTTP API (`smsmta mid`): uvicorn options, TLS, authentication limits.
+
+    TLS is uvicorn's own: set `tls_certfile` and `tls_keyfile` (PEM) and the API answers
+    HTTPS only; `tls_ca_certs` with `tls_client_cert: required` asks clients for a
+    certificate too. Without them, put the API behind a TLS-terminating proxy.
+    """
+
     listen: str = "127.0.0.1"
     port: Port = 8080
     metrics_port: MetricsPort | None = 9100
+    tls_certfile: Path | None = Field(None, description="PEM certificate (chain): serve HTTPS")
+    tls_keyfile: Path | None = Field(None, description="PEM private key of tls_certfile")
+    tls_keyfile_password: Secret | None = None
+    tls_ca_certs: Path | None = Field(None, description="CA bundle to verify client certificates")
+    tls_client_cert: Literal["none", "optional", "required"] = "none"
+    token_ttl: Seconds = Field(3600.0, description="lifetime of a token from POST /api/v1/token")
+    login_free_failures: int = Field(
+        3, ge=0, le=100, description="failed logins of one login before it is slowed down"
+    )
+    login_max_delay: Seconds = Field(
+        60.0, description="longest wait imposed on a login after repeated failures"
+    )
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="largest request body accepted (a push chunk)"
+    )
+    pull_page_max: int = Field(10_000, ge=1, le=100_000, description="status changes per page")
+    db_pool_size: int = Field(8, ge=1, le=200, description="database connections of the API")
+    sync_lag_period: Seconds = Field(10.0, description="how often the sync-lag gauge is measured")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> MidService:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together")
+        if self.tls_client_cert != "none" and self.tls_ca_certs is None:
+            raise ValueError("tls_client_cert needs tls_ca_certs")
+        return self
 
 
 class MtaService(Service):
@@ -403,18 +436,54 @@ class MidConfig(_Model):
 class MarketingAccount(_Model):
     """A marketing external account: routing, SMS channel, midsourcing mode."""
 
-    name: str = Field(min_length=1, description="internal name")
+    name: str = Field(min_length=1, max_length=64, description="internal name")
     label: str = ""
     enabled: bool = True
     mid_url: str = Field(pattern=r"^https?://", description="base URL of the mid server")
-    operator: str = Field(min_length=1, description="operator login on the mid server")
+    operator: str = Field(min_length=1, max_length=64, description="operator login on the mid")
     password: Secret | None = None
     verify_tls: bool = True
+    ca_file: Path | None = Field(None, description="CA bundle of the mid server's certificate")
+    timeout: Seconds = Field(30.0, description="one HTTP request to the mid server")
+
+
+class TransmissionModeName(StrEnum):
+    NORMAL = "normal"
+    FLASH = "flash"
+    MOBILE_EQUIPMENT = "mobile_equipment"
+    SIM = "sim"
+
+
+class DeliveryTemplate(_Model):
+    """A delivery template: the routing account and the SMS options of SPEC section 6."""
+
+    name: str = Field(min_length=1, max_length=64, description="internal name")
+    label: str = ""
+    account: str = Field(min_length=1, description="the marketing external account routing it")
+    source_addr: str | None = Field(
+        None, min_length=1, max_length=21, description="From; absent: the mid account's number"
+    )
+    max_parts: int = Field(5, ge=1, le=255, description="max SMS per message")
+    transmission_mode: TransmissionModeName | None = Field(
+        None, description="dest_addr_subunit; absent: not sent"
+    )
+    validity: Seconds | None = Field(
+        None, description="validity period in seconds from the push; absent: the MTA default"
+    )
+    priority: int = Field(0, ge=0, le=3, description="priority_flag")
+    service_type: str | None = Field(None, max_length=5)
+    service_id: str | None = Field(None, max_length=255, description="service-id TLV value")
 
 
 class MarketingService(Service):
     metrics_port: MetricsPort | None = 9104
     pull_interval: Seconds = 10.0
+    push_interval: Seconds = Field(1.0, description="how often new deliveries are looked for")
+    push_chunk_size: int = Field(10_000, ge=1, le=10_000, description="recipients per chunk")
+    retry_initial: Seconds = Field(1.0, description="first back-off after a failed request")
+    retry_max: Seconds = Field(60.0, description="longest back-off between retries")
+    pull_page_size: int = Field(5_000, ge=1, le=100_000, description="status changes per page")
+    shutdown_timeout: Seconds = Field(30.0, description="SIGTERM: longest wait for a request")
 
 
 class MarketingConfig(_Model):
@@ -423,6 +492,34 @@ class MarketingConfig(_Model):
     logging: Logging = Logging()
     marketing: MarketingService = MarketingService()
     accounts: tuple[MarketingAccount, ...] = ()
+    templates: tuple[DeliveryTemplate, ...] = ()
+
+    @model_validator(mode="after")
+    def _templates_route_through_accounts(self) -> MarketingConfig:
+        names = {account.name for account in self.accounts}
+        seen: set[str] = set()
+        for index, template in enumerate(self.templates):
+            if template.account not in names:
+                raise ValueError(
+                    f"templates[{index}] ({template.name!r}): account {template.account!r} "
+                    f"is not an account of this file"
+                )
+            if template.name in seen:
+                raise ValueError(f"templates[{index}]: the name {template.name!r} is used twice")
+            seen.add(template.name)
+        return self
+
+    def account(self, name: str) -> MarketingAccount:
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        raise KeyError(name)
+
+    def template(self, name: str) -> DeliveryTemplate:
+        for template in self.templates:
+            if template.name == name:
+                return template
+        raise KeyError(name)
 
 
 Config = MidConfig | MarketingConfig

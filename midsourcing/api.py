@@ -1,0 +1,566 @@
+"""The mid HTTP API: FastAPI routes, operator authentication, errors and metrics.
+
+`create_app(config, dsn)` builds the application; `smsmta mid` serves it with uvicorn
+(midsourcing.server). Every route under /api/v1 needs an operator holding the
+ADMINISTRATION right, authenticated either with HTTP Basic (login and password, checked
+against the argon2 hash) or with a bearer token from `POST /api/v1/token`. Answers:
+401 for missing or wrong credentials (the same answer whether the login exists or not),
+429 with Retry-After while a login is slowed down after repeated failures, 403 for an
+operator without the right, 404 for a delivery that is not this operator's, 409 for an
+action the delivery's state forbids, 413 for a body over `mid.max_body_bytes`, 422 for a
+request that is not valid (each error says where: `body.messages[42].to`), 503 when the
+database is unreachable. Every error body is a `Problem` ({error, message, errors}).
+
+Metrics: requests by route template, method and status; durations; authentication
+failures by reason; pushed chunks and messages; the status sync lag. Logs: one JSON line
+per refused or failed request and per chunk, never a password or an Authorization header.
+Touches: the mid schema through a small pool of psycopg connections, the log, metrics.
+"""
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import psycopg
+import structlog
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBasic, HTTPBearer
+
+from midsourcing import auth, store
+from midsourcing.preview import preview
+from midsourcing.schemas import (
+    Chunk,
+    ChunkResult,
+    ConnectionResponse,
+    DeliveryCreate,
+    DeliveryInfo,
+    DeliveryState,
+    OperatorInfo,
+    PreviewRequest,
+    PreviewResponse,
+    Problem,
+    PushComplete,
+    RoutableAccount,
+    StatusPage,
+    TokenResponse,
+)
+from smsmta import __version__, obs
+from smsmta.accounts import sync_accounts
+from smsmta.settings import Account, MidConfig
+
+log = structlog.get_logger("midsourcing.api")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class Pool:
+    """A bounded set of autocommit psycopg connections (psycopg_pool is not a dependency).
+
+    A connection that broke or was left inside a transaction is closed, not reused.
+    """
+
+    def __init__(self, dsn: str, size: int) -> None:
+        self.dsn = dsn
+        self._slots = asyncio.Semaphore(size)
+        self._idle: deque[psycopg.AsyncConnection] = deque()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        async with self._slots:
+            conn = None
+            while self._idle and conn is None:
+                candidate = self._idle.pop()
+                if candidate.closed or candidate.broken:
+                    continue
+                conn = candidate
+            if conn is None:
+                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            try:
+                yield conn
+            finally:
+                idle = psycopg.pq.TransactionStatus.IDLE
+                if not conn.closed and not conn.broken and conn.info.transaction_status == idle:
+                    self._idle.append(conn)
+                else:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+
+    async def close(self) -> None:
+        while self._idle:
+            with contextlib.suppress(Exception):
+                await self._idle.pop().close()
+
+
+class ApiError(Exception):
+    """An answer other than 2xx, with its Problem body."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        errors: list[dict[str, object]] | None = None,
+    ) -> None:
+        self.status, self.error, self.message = status, error, message
+        self.headers = headers or {}
+        self.errors = errors or []
+        super().__init__(message)
+
+
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="smsmta mid", charset="UTF-8"'}
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "description": text}
+    for code, text in (
+        (401, "missing or wrong credentials"),
+        (403, "the operator lacks the ADMINISTRATION right"),
+        (422, "invalid request: each error names its place"),
+        (429, "too many failed logins: wait Retry-After seconds"),
+    )
+}
+
+
+def _where(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+class Metrics:
+    """ASGI middleware: the body size limit, and requests counted by route template."""
+
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+        limit = self.max_body_bytes
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        try:
+            too_big = declared is not None and int(declared) > limit
+        except ValueError:
+            too_big = False
+        if too_big:
+            await _problem_response(
+                ApiError(413, "body_too_large", f"the request body is over {limit} bytes")
+            )(scope, receive, send_wrapper)
+        else:
+            received = {"bytes": 0}
+
+            async def receive_limited() -> Message:
+                message = await receive()
+                if message["type"] == "http.request":
+                    received["bytes"] += len(message.get("body", b""))
+                    if received["bytes"] > limit:
+                        raise ApiError(
+                            413, "body_too_large", f"the request body is over {limit} bytes"
+                        )
+                return message
+
+            await self.app(scope, receive_limited, send_wrapper)
+        route = scope.get("route")
+        endpoint = getattr(route, "path", None) or "unmatched"
+        obs.MID_REQUESTS.labels(endpoint, scope.get("method", ""), str(status["code"])).inc()
+        obs.MID_REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def _problem_response(exc: ApiError) -> JSONResponse:
+    body = Problem(error=exc.error, message=exc.message, errors=exc.errors)
+    return JSONResponse(body.model_dump(), status_code=exc.status, headers=exc.headers)
+
+
+def create_app(config: MidConfig, dsn: str) -> FastAPI:
+    """The mid API application for one settings file and one database."""
+    service = config.mid
+    pool = Pool(dsn, service.db_pool_size)
+    accounts: dict[str, Account] = {account.name: account for account in config.accounts}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with pool.connection() as conn:
+            await sync_accounts(conn, config)
+        lag_task = asyncio.create_task(measure_sync_lag())
+        log.info("mid API ready", accounts=sorted(accounts))
+        try:
+            yield
+        finally:
+            lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag_task
+            await pool.close()
+
+    async def measure_sync_lag() -> None:
+        while True:
+            try:
+                async with pool.connection() as conn:
+                    obs.MID_SYNC_LAG.set(await store.sync_lag(conn))
+            except psycopg.Error as exc:
+                log.warning("sync lag not measured", error=str(exc))
+            await asyncio.sleep(service.sync_lag_period)
+
+    app = FastAPI(
+        title="smsmta mid API",
+        version=__version__,
+        description=(
+            "Midsourcing API of the smsmta mid server: the marketing side pushes deliveries "
+            "and pulls per-message statuses. Authenticate with HTTP Basic (operator login "
+            "and password) or a bearer token from POST /api/v1/token; the operator needs "
+            "the ADMINISTRATION right."
+        ),
+        lifespan=lifespan,
+        responses=PROBLEMS,
+    )
+
+    # --- errors -----------------------------------------------------------------------
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if exc.status >= 500 or exc.status in (401, 403, 429):
+            log.info(
+                "request refused",
+                path=request.url.path,
+                status=exc.status,
+                error=exc.error,
+                detail=exc.message,
+            )
+        return _problem_response(exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _problem_response(
+            ApiError(exc.status_code, error, str(exc.detail), dict(exc.headers or {}))
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors: list[dict[str, object]] = []
+        for item in exc.errors()[:100]:
+            loc = list(item.get("loc", ()))
+            entry: dict[str, object] = {
+                "where": _where(loc),
+                "message": str(item.get("msg", "")).removeprefix("Value error, "),
+                "type": item.get("type", ""),
+            }
+            if len(loc) >= 3 and loc[:2] == ["body", "messages"] and isinstance(loc[2], int):
+                entry["recipient_index"] = loc[2]
+            errors.append(entry)
+        first = errors[0] if errors else {"where": "request", "message": "invalid"}
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        message = f"{first['where']}: {first['message']}{more}"
+        return _problem_response(ApiError(422, "invalid_request", message, errors=errors))
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_down(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        log.warning("database unavailable", path=request.url.path, error=str(exc))
+        return _problem_response(
+            ApiError(503, "database_unavailable", "the database is unavailable: retry later")
+        )
+
+    # --- dependencies ---------------------------------------------------------------------
+
+    basic_scheme = HTTPBasic(auto_error=False, description="operator login and password")
+    bearer_scheme = HTTPBearer(auto_error=False, description="token from POST /api/v1/token")
+
+    async def connection() -> AsyncIterator[psycopg.AsyncConnection]:
+        async with pool.connection() as conn:
+            yield conn
+
+    Conn = Annotated[psycopg.AsyncConnection, Depends(connection)]
+
+    async def authenticated(
+        request: Request,
+        conn: Conn,
+        _basic: Annotated[Any, Depends(basic_scheme)] = None,
+        _bearer: Annotated[Any, Depends(bearer_scheme)] = None,
+    ) -> auth.OperatorRecord:
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        value = value.strip()
+        if scheme == "bearer" and value:
+            operator = await auth.authenticate_token(conn, value)
+            if operator is None:
+                obs.MID_AUTH_FAILURES.labels("bad_token").inc()
+                raise ApiError(401, "unauthorized", "invalid or expired token", CHALLENGE)
+            return operator
+        if scheme == "basic" and value:
+            try:
+                decoded = base64.b64decode(value, validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                decoded = ""
+            login, colon, password = decoded.partition(":")
+            if not colon:
+                obs.MID_AUTH_FAILURES.labels("bad_credentials").inc()
+                raise ApiError(401, "unauthorized", "malformed Basic credentials", CHALLENGE)
+            try:
+                operator = await auth.authenticate_password(
+                    conn,
+                    login,
+                    password,
+                    free_failures=service.login_free_failures,
+                    max_delay=service.login_max_delay,
+                )
+            except auth.Throttled as exc:
+                obs.MID_AUTH_FAILURES.labels("throttled").inc()
+                raise ApiError(
+                    429,
+                    "too_many_failures",
+                    f"too many failed logins for this login: retry in {exc.retry_after:.0f} s",
+                    {"Retry-After": str(int(exc.retry_after + 0.999))},
+                ) from None
+            if operator is None:
+                obs.MID_AUTH_FAILURES.labels("bad_credentials").inc()
+                raise ApiError(401, "unauthorized", "wrong login or password", CHALLENGE)
+            return operator
+        obs.MID_AUTH_FAILURES.labels("missing").inc()
+        raise ApiError(
+            401, "unauthorized", "authenticate with HTTP Basic or a bearer token", CHALLENGE
+        )
+
+    async def administrator(
+        operator: Annotated[auth.OperatorRecord, Depends(authenticated)],
+    ) -> auth.OperatorRecord:
+        if auth.ADMINISTRATION not in operator.rights:
+            obs.MID_AUTH_FAILURES.labels("forbidden").inc()
+            raise ApiError(
+                403,
+                "forbidden",
+                f"operator {operator.login!r} lacks the {auth.ADMINISTRATION} right: "
+                f"grant it with 'smsmta operator rights {operator.login} --add "
+                f"{auth.ADMINISTRATION}'",
+            )
+        return operator
+
+    Admin = Annotated[auth.OperatorRecord, Depends(administrator)]
+    DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the mid delivery id")]
+
+    def routable(operator: auth.OperatorRecord) -> list[Account]:
+        return [a for a in config.accounts if a.operator == operator.login and a.enabled]
+
+    def resolve(operator: auth.OperatorRecord, marketing_account: str) -> Account:
+        expected = f"{operator.login}_{marketing_account}"
+        account = accounts.get(expected)
+        if account is None or not account.enabled or account.operator != operator.login:
+            state = "is disabled" if account is not None else "does not exist"
+            raise ApiError(
+                422,
+                "unknown_account",
+                f"no enabled mid account {expected!r}: operator {operator.login!r} with "
+                f"marketing account {marketing_account!r} routes to the mid external account "
+                f"named {expected!r}, which {state} on this mid server",
+                errors=[{"where": "body.marketing_account", "expected_account": expected}],
+            )
+        return account
+
+    async def delivery_info(conn: psycopg.AsyncConnection, row: store.DeliveryRow) -> DeliveryInfo:
+        return DeliveryInfo(
+            id=row.id,
+            account=row.account,
+            marketing_delivery_id=row.marketing_delivery_id,
+            label=row.label,
+            state=DeliveryState(row.state),
+            options=row.options,
+            push_complete=row.push_complete,
+            counters=await store.counters(conn, row.id),
+        )
+
+    def not_found(delivery_id: int) -> ApiError:
+        return ApiError(404, "not_found", f"no delivery {delivery_id} for this operator")
+
+    # --- routes ---------------------------------------------------------------------------
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz(conn: Conn) -> dict[str, str]:
+        await conn.execute("SELECT 1")
+        return {"status": "ok"}
+
+    @app.post("/api/v1/token", response_model=TokenResponse, tags=["authentication"])
+    async def token(operator: Admin, conn: Conn) -> TokenResponse:
+        """Exchange login and password (HTTP Basic) for a bearer token."""
+        value, expires_at = await auth.issue_token(conn, operator, service.token_ttl)
+        return TokenResponse(token=value, expires_at=expires_at)
+
+    @app.get("/api/v1/connection", response_model=ConnectionResponse, tags=["authentication"])
+    async def test_connection(operator: Admin, conn: Conn) -> ConnectionResponse:
+        """Test connection: the operator, its rights and the mid accounts it may route to."""
+        cursor = await conn.execute("SELECT now()")
+        now = (await cursor.fetchone() or (None,))[0]
+        return ConnectionResponse(
+            operator=OperatorInfo(
+                login=operator.login, label=operator.label, rights=list(operator.rights)
+            ),
+            accounts=[
+                RoutableAccount(
+                    name=a.name,
+                    marketing_account=a.marketing_account or a.name[len(a.operator) + 1 :],
+                    label=a.label,
+                )
+                for a in routable(operator)
+            ],
+            server_time=now,
+        )
+
+    @app.post("/api/v1/preview", response_model=PreviewResponse, tags=["deliveries"])
+    async def preview_texts(request: PreviewRequest, operator: Admin) -> PreviewResponse:
+        """What the phone gets: encoding, parts, transliteration and sender, per text."""
+        account = resolve(operator, request.marketing_account)
+        return preview(account, request.options, request.texts)
+
+    @app.post(
+        "/api/v1/deliveries",
+        response_model=DeliveryInfo,
+        status_code=201,
+        tags=["deliveries"],
+        responses={200: {"model": DeliveryInfo, "description": "the delivery existed already"}},
+    )
+    async def create_delivery(request: DeliveryCreate, operator: Admin, conn: Conn) -> JSONResponse:
+        """Create a delivery (idempotent on marketing account + marketing delivery id)."""
+        account = resolve(operator, request.marketing_account)
+        account_id = await store.account_id(conn, account.name)
+        if account_id is None:  # in the file but not synced: sync now
+            account_id = (await sync_accounts(conn, config))[account.name]
+        row, created = await store.create(conn, account_id, operator.login, request)
+        info = await delivery_info(conn, row)
+        if created:
+            log.info("delivery created", delivery=row.id, account=account.name)
+        return JSONResponse(info.model_dump(mode="json"), status_code=201 if created else 200)
+
+    @app.get("/api/v1/deliveries/{delivery_id}", response_model=DeliveryInfo, tags=["deliveries"])
+    async def get_delivery(delivery_id: DeliveryId, operator: Admin, conn: Conn) -> DeliveryInfo:
+        row = await store.get_delivery(conn, delivery_id, operator.login)
+        if row is None:
+            raise not_found(delivery_id)
+        return await delivery_info(conn, row)
+
+    @app.post(
+        "/api/v1/deliveries/{delivery_id}/messages",
+        response_model=ChunkResult,
+        tags=["deliveries"],
+    )
+    async def push_messages(
+        delivery_id: DeliveryId, chunk: Chunk, operator: Admin, conn: Conn
+    ) -> ChunkResult:
+        """Queue a chunk of up to 10,000 messages; a message already queued is skipped."""
+        rows = ((m.id, m.to, m.text) for m in chunk.messages)
+        try:
+            result = await store.push_chunk(conn, delivery_id, operator.login, rows)
+        except store.Conflict as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        if result is None:
+            raise not_found(delivery_id)
+        received, inserted, total, account = result
+        obs.MID_PUSHED_CHUNKS.labels(account).inc()
+        obs.MID_PUSHED_MESSAGES.labels(account, "inserted").inc(inserted)
+        obs.MID_PUSHED_MESSAGES.labels(account, "duplicate").inc(received - inserted)
+        log.info(
+            "chunk queued",
+            delivery=delivery_id,
+            received=received,
+            inserted=inserted,
+            total=total,
+        )
+        return ChunkResult(
+            received=received, inserted=inserted, duplicates=received - inserted, total=total
+        )
+
+    @app.post(
+        "/api/v1/deliveries/{delivery_id}/complete",
+        response_model=DeliveryInfo,
+        tags=["deliveries"],
+    )
+    async def complete(
+        delivery_id: DeliveryId, body: PushComplete, operator: Admin, conn: Conn
+    ) -> DeliveryInfo:
+        """Declare every chunk pushed; refused (409) when the queue does not hold `total`."""
+        try:
+            row = await store.complete_push(conn, delivery_id, operator.login, body.total)
+        except store.Conflict as exc:
+            raise ApiError(409, "incomplete_push", str(exc)) from None
+        if row is None:
+            raise not_found(delivery_id)
+        return await delivery_info(conn, row)
+
+    def state_route(action: str, doc: str) -> None:
+        async def change(delivery_id: DeliveryId, operator: Admin, conn: Conn) -> DeliveryInfo:
+            try:
+                row = await store.change_state(conn, delivery_id, operator.login, action)
+            except store.Conflict as exc:
+                raise ApiError(409, "conflict", str(exc)) from None
+            if row is None:
+                raise not_found(delivery_id)
+            log.info("delivery state changed", delivery=delivery_id, action=action)
+            return await delivery_info(conn, row)
+
+        change.__doc__ = doc
+        app.post(
+            f"/api/v1/deliveries/{{delivery_id}}/{action}",
+            response_model=DeliveryInfo,
+            tags=["deliveries"],
+            name=f"{action}_delivery",
+        )(change)
+
+    state_route("pause", "Pause: messages not claimed yet wait; claimed ones finish.")
+    state_route("resume", "Resume a paused delivery.")
+    state_route("cancel", "Cancel: messages not claimed yet end as cancelled.")
+
+    @app.get(
+        "/api/v1/deliveries/{delivery_id}/statuses",
+        response_model=StatusPage,
+        tags=["deliveries"],
+    )
+    async def statuses(
+        delivery_id: DeliveryId,
+        operator: Admin,
+        conn: Conn,
+        cursor: Annotated[str, Query(max_length=64, description="'' the first time")] = "",
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    ) -> StatusPage:
+        """Per-message status changes after `cursor`, one page, and the counters."""
+        row = await store.get_delivery(conn, delivery_id, operator.login)
+        if row is None:
+            raise not_found(delivery_id)
+        try:
+            pulled = await store.pull(conn, row, cursor, min(limit, service.pull_page_max))
+        except store.BadCursor as exc:
+            raise ApiError(
+                422, "invalid_request", f"query.cursor: {exc}", errors=[{"where": "query.cursor"}]
+            ) from None
+        return StatusPage(
+            delivery_id=row.id,
+            state=pulled.state,
+            changes=pulled.changes,
+            cursor=pulled.cursor,
+            more=pulled.more,
+            lag_seconds=pulled.lag_seconds,
+            counters=pulled.counters,
+        )
+
+    app.add_middleware(Metrics, max_body_bytes=service.max_body_bytes)
+    return app

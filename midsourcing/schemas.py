@@ -1,0 +1,290 @@
+"""The mid HTTP API's documents: every request and response body, as pydantic models.
+
+Shared by the server (midsourcing.api validates requests with them and publishes them in
+its OpenAPI document) and the client (midsourcing.client builds requests with them), so
+the two cannot drift. Every constraint of SPEC section 6 is here: From at most 21
+characters, 1..255 SMS per message, the four transmission modes, priority 0..3,
+service_type at most 5 characters. Touches nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+MAX_CHUNK = 10_000
+"""Recipients per push chunk."""
+MAX_TEXT = 39_015
+"""Characters of one message: 255 concatenated GSM7 parts of 153 (the protocol ceiling)."""
+MAX_PREVIEW_TEXTS = 20
+
+_ADDRESS = re.compile(r"^\+?[0-9]{3,20}$")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+def _address(value: str) -> str:
+    if not _ADDRESS.match(value):
+        raise ValueError("a mobile number is 3 to 20 digits, optionally after a '+'")
+    return value
+
+
+def _text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("the text contains a NUL character")
+    if not value.strip():
+        raise ValueError("the text is empty")
+    return value
+
+
+Address = Annotated[str, Field(min_length=3, max_length=21), AfterValidator(_address)]
+MessageText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_text)]
+InternalName = Annotated[str, Field(min_length=1, max_length=64, pattern=_NAME)]
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TransmissionMode(StrEnum):
+    """dest_addr_subunit: normal 0, flash 1, mobile equipment 2, SIM 3 (absent: not sent)."""
+
+    NORMAL = "normal"
+    FLASH = "flash"
+    MOBILE_EQUIPMENT = "mobile_equipment"
+    SIM = "sim"
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    DONE = "done"
+
+
+class MessageStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class SmsOptions(_Document):
+    """The SMS options of a delivery (SPEC section 6)."""
+
+    source_addr: str | None = Field(
+        None, min_length=1, max_length=21, description="From; absent: the account's number"
+    )
+    max_parts: int = Field(5, ge=1, le=255, description="max SMS per message")
+    transmission_mode: TransmissionMode | None = None
+    validity_end: datetime | None = Field(
+        None, description="absolute end of validity (UTC); absent: the MTA's default"
+    )
+    priority: int = Field(0, ge=0, le=3, description="priority_flag")
+    service_type: str | None = Field(None, max_length=5)
+    service_id: str | None = Field(None, max_length=255, description="service-id TLV value")
+
+    @field_validator("validity_end")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a time zone (UTC: a trailing 'Z')")
+        if value is not None and value.year > 2099:
+            raise ValueError("the SMPP validity period ends in 2099")
+        return value.astimezone(UTC) if value is not None else None
+
+    @field_validator("source_addr")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and (not value.isprintable() or not value.isascii()):
+            raise ValueError("From must be printable ASCII")
+        return value
+
+    @field_validator("service_type")
+    @classmethod
+    def _service_type(cls, value: str | None) -> str | None:
+        if value is not None and (not value.isprintable() or not value.isascii()):
+            raise ValueError("service_type must be printable ASCII")
+        return value
+
+
+# --- authentication and connection ------------------------------------------------------
+
+
+class TokenResponse(_Document):
+    token: str
+    token_type: str = "bearer"
+    expires_at: datetime
+
+
+class OperatorInfo(_Document):
+    login: str
+    label: str
+    rights: list[str]
+
+
+class RoutableAccount(_Document):
+    name: str = Field(description="mid account internal name: <operator>_<marketing account>")
+    marketing_account: str
+    label: str
+
+
+class ConnectionResponse(_Document):
+    """What a test connection proves: who we are and where we may route."""
+
+    operator: OperatorInfo
+    accounts: list[RoutableAccount]
+    server_time: datetime
+
+
+# --- deliveries -----------------------------------------------------------------------------
+
+
+class DeliveryCreate(_Document):
+    marketing_account: InternalName = Field(
+        description="the marketing external account's internal name"
+    )
+    marketing_delivery_id: InternalName = Field(description="the delivery's id on marketing side")
+    label: str = Field("", max_length=255)
+    options: SmsOptions = SmsOptions()
+
+
+class Counters(_Document):
+    """A delivery's messages by status; `failed_hard`/`failed_soft` split `failed`."""
+
+    total: int
+    pending: int
+    sending: int
+    sent: int
+    delivered: int
+    failed_hard: int
+    failed_soft: int
+    cancelled: int
+
+    @property
+    def processed(self) -> int:
+        return self.delivered + self.failed_hard + self.failed_soft + self.cancelled
+
+
+class DeliveryInfo(_Document):
+    id: int
+    account: str
+    marketing_delivery_id: str
+    label: str
+    state: DeliveryState
+    options: SmsOptions
+    push_complete: bool
+    counters: Counters
+
+
+class Message(_Document):
+    id: int = Field(ge=1, le=2**63 - 1, description="the marketing message id (idempotency key)")
+    to: Address
+    text: MessageText
+
+
+class Chunk(_Document):
+    messages: list[Message] = Field(min_length=1, max_length=MAX_CHUNK)
+
+    @field_validator("messages")
+    @classmethod
+    def _unique_ids(cls, messages: list[Message]) -> list[Message]:
+        seen: dict[int, int] = {}
+        for index, message in enumerate(messages):
+            first = seen.setdefault(message.id, index)
+            if first != index:
+                raise ValueError(
+                    f"messages[{index}]: id {message.id} is also the id of messages[{first}]"
+                )
+        return messages
+
+
+class ChunkResult(_Document):
+    received: int
+    inserted: int
+    duplicates: int = Field(description="messages already in the queue from an earlier push")
+    total: int = Field(description="messages of the delivery in the queue now")
+
+
+class PushComplete(_Document):
+    total: int = Field(ge=0, description="how many messages the marketing side pushed in all")
+
+
+class StatusChange(_Document):
+    id: int = Field(description="the marketing message id")
+    status: MessageStatus
+    failure_type: str | None
+    failure_reason: str | None
+    changed_at: datetime
+
+
+class StatusPage(_Document):
+    delivery_id: int
+    state: DeliveryState
+    changes: list[StatusChange]
+    cursor: str = Field(description="pass it back to get the changes after this page")
+    more: bool = Field(description="more changes are ready now: pull again at once")
+    lag_seconds: float = Field(description="age of the oldest change not returned yet")
+    counters: Counters
+
+
+# --- preview ----------------------------------------------------------------------------------
+
+
+class PreviewRequest(_Document):
+    marketing_account: InternalName
+    options: SmsOptions = SmsOptions()
+    texts: list[Annotated[str, Field(max_length=MAX_TEXT)]] = Field(
+        min_length=1, max_length=MAX_PREVIEW_TEXTS, description="rendered texts to preview"
+    )
+
+
+class PreviewCharacter(_Document):
+    index: int = Field(description="0-based position in the text")
+    char: str
+    replacement: str | None = Field(None, description="what is sent instead (transliterated)")
+    encoding: str | None = Field(None, description="the encoding that could not take it")
+
+
+class PreviewText(_Document):
+    text: str
+    sent_text: str | None = Field(description="the text as the phone gets it")
+    ok: bool
+    error: str | None = None
+    encoding: str | None = None
+    data_coding: int | None = None
+    characters: int = Field(description="characters of the text")
+    units: int | None = Field(None, description="septets, octets or UTF-16 units")
+    part_capacity: int | None = None
+    parts: int | None = None
+    part_ends: list[int] = Field(default_factory=list)
+    max_parts: int
+    within_max_parts: bool
+    transliterated: list[PreviewCharacter] = Field(default_factory=list)
+    forced_by: PreviewCharacter | None = Field(
+        None, description="the character that made a wider encoding necessary"
+    )
+    message_payload: bool = False
+
+
+class PreviewResponse(_Document):
+    account: str
+    sender: str = Field(description="what the phone shows as sender")
+    sender_origin: str = Field(description="from, source_number or short_code")
+    encoding_mapping: list[str]
+    transliteration: bool
+    previews: list[PreviewText]
+
+
+class Problem(_Document):
+    """Every error answer: a code, a sentence, and where it applies."""
+
+    error: str
+    message: str
+    errors: list[dict[str, object]] = Field(default_factory=list)

@@ -1,0 +1,64 @@
+"""`smsmta mid`: serve the mid API with uvicorn on uvloop, HTTPS when configured.
+
+TLS is uvicorn's own (`ssl_certfile`, `ssl_keyfile`, `ssl_keyfile_password`,
+`ssl_ca_certs`, `ssl_cert_reqs`), fed from the `mid:` section of the settings (see
+smsmta.settings.MidService and config/mid.example.yaml). SIGTERM: uvicorn stops accepting
+connections, lets requests in flight finish (at most `shutdown_timeout` seconds; a push
+chunk is one transaction, so an interrupted one is simply not committed) and exits 0.
+Touches: one listening socket for the API, one for /metrics, the database.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import structlog
+import uvicorn
+
+from midsourcing.api import create_app
+from smsmta import obs
+from smsmta.settings import MidConfig
+
+log = structlog.get_logger("midsourcing.server")
+
+CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def uvicorn_config(config: MidConfig, dsn: str) -> uvicorn.Config:
+    service = config.mid
+    password = service.tls_keyfile_password
+    return uvicorn.Config(
+        create_app(config, dsn),
+        host=service.listen,
+        port=service.port,
+        loop="uvloop",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+        ssl_certfile=str(service.tls_certfile) if service.tls_certfile else None,
+        ssl_keyfile=str(service.tls_keyfile) if service.tls_keyfile else None,
+        ssl_keyfile_password=password.get_secret_value() if password else None,
+        ssl_ca_certs=str(service.tls_ca_certs) if service.tls_ca_certs else None,
+        ssl_cert_reqs=CERT_REQS[service.tls_client_cert],
+    )
+
+
+def run(config: MidConfig, dsn: str) -> int:
+    """Serve until SIGTERM or SIGINT; the exit code."""
+    service = config.mid
+    metrics_port = obs.serve_metrics(service.metrics_host, service.metrics_port)
+    server = uvicorn.Server(uvicorn_config(config, dsn))
+    scheme = "https" if service.tls_certfile else "http"
+    log.info(
+        "mid API starting",
+        url=f"{scheme}://{service.listen}:{service.port}",
+        metrics_port=metrics_port,
+    )
+    server.run()
+    if not server.started:
+        log.error("mid API did not start", port=service.port)
+        return 1
+    log.info("mid API stopped")
+    return 0

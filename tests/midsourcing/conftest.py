@@ -1,0 +1,133 @@
+"""Midsourcing test harness: a migrated database and a real mid API for a test module.
+
+The mid API runs in a thread of the test process under uvicorn (the same application
+`smsmta mid` serves), on a free port of 127.0.0.1, against a database created for the
+module and dropped after it. Operators: `ops` (ADMINISTRATION) and `viewer` (no right).
+Accounts: `ops_sms` (enabled, transliteration on, source number +33600000000) and
+`ops_off` (disabled).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from sqlalchemy import URL
+
+from midsourcing import auth
+from midsourcing.server import uvicorn_config
+from smsmta.db import migrate
+from smsmta.db.engine import libpq_dsn
+from smsmta.settings import MidConfig, load
+
+OPS_PASSWORD = "correct horse battery"
+VIEWER_PASSWORD = "viewer password"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def mid_settings(port: int, smpp_port: int = 2775, **mid: Any) -> dict[str, Any]:
+    """A mid settings document with the two test accounts (JSON is YAML too)."""
+
+    def account(name: str, enabled: bool, system_id: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "operator": "ops",
+            "label": name,
+            "enabled": enabled,
+            "connection": {
+                "smsc_name": "Sim",
+                "server": "127.0.0.1",
+                "port": smpp_port,
+                "system_id": system_id,
+                "password": "secret",
+            },
+            "channel": {"transliteration": True, "source_number": "+33600000000"},
+        }
+
+    return {
+        "kind": "mid",
+        "logging": {"level": "warning", "format": "json"},
+        "mid": {
+            "listen": "127.0.0.1",
+            "port": port,
+            "metrics_port": None,
+            "login_free_failures": 3,
+            "login_max_delay": 5,
+            **mid,
+        },
+        "accounts": [account("ops_sms", True, "smsmta"), account("ops_off", False, "other")],
+    }
+
+
+@dataclass
+class MidServer:
+    url: str
+    dsn: str
+    db_url: URL
+    config: MidConfig
+
+    def client(self, login: str = "ops", password: str = OPS_PASSWORD) -> httpx.Client:
+        return httpx.Client(base_url=self.url, auth=(login, password), timeout=30)
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            cursor = conn.execute(sql, params or None)
+            return cursor.fetchall() if cursor.description else []
+
+
+@pytest.fixture(scope="module")
+def module_db(pg_server_url: URL) -> Iterator[URL]:
+    """A database with both schemas migrated, for one test module."""
+    name = f"smsmta_mid_{uuid.uuid4().hex[:12]}"
+    admin = libpq_dsn(pg_server_url)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = pg_server_url.set(database=name)
+    try:
+        for side in migrate.SIDE_NAMES:
+            migrate.upgrade(url, side)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def mid_server(module_db: URL, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MidServer]:
+    port = free_port()
+    path = Path(tmp_path_factory.mktemp("mid")) / "mid.yaml"
+    path.write_text(json.dumps(mid_settings(port), indent=2))
+    config = load(path)
+    assert isinstance(config, MidConfig)
+    dsn = libpq_dsn(module_db)
+    auth.add_operator(dsn, "ops", "Operations", OPS_PASSWORD, ["ADMINISTRATION"])
+    auth.add_operator(dsn, "viewer", "Read only", VIEWER_PASSWORD, [])
+    server = uvicorn.Server(uvicorn_config(config, dsn))
+    thread = threading.Thread(target=server.run, name="mid-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive(), "the mid API thread died"
+        assert time.monotonic() < deadline, "the mid API did not start"
+        time.sleep(0.05)
+    try:
+        yield MidServer(f"http://127.0.0.1:{port}", dsn, module_db, config)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
