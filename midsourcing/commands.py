@@ -52,6 +52,10 @@ def _load_marketing(config_path: str) -> settings.MarketingConfig:
     if not isinstance(cfg, settings.MarketingConfig):
         _fail(f"{config_path}: this command needs a 'kind: marketing' settings file", 2)
     assert isinstance(cfg, settings.MarketingConfig)
+    from smsmta import obs
+
+    # tools print their results on stdout; the log (warnings and errors only) goes to stderr
+    obs.configure_logging("marketing-cli", "warning", cfg.logging.format)
     return cfg
 
 

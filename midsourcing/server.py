@@ -10,6 +10,7 @@ Touches: one listening socket for the API, one for /metrics, the database.
 
 from __future__ import annotations
 
+import signal
 import ssl
 
 import structlog
@@ -56,6 +57,10 @@ def run(config: MidConfig, dsn: str) -> int:
         url=f"{scheme}://{service.listen}:{service.port}",
         metrics_port=metrics_port,
     )
+    # uvicorn re-raises the stop signal after its graceful shutdown, with the handlers it
+    # found installed: make those no-ops so that a SIGTERM ends with exit code 0
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: None)
     server.run()
     if not server.started:
         log.error("mid API did not start", port=service.port)
