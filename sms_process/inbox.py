@@ -48,7 +48,10 @@ NOTIFY_CHANNEL = "smsmta_inbox"
 
 # next_try_at takes the database's now(): the handler compares it with its own now(), so a
 # host clock ahead of the database's cannot hide rows
-COPY_INBOX = "COPY mid.inbox (account_id, kind, pdu, received_at) FROM STDIN"
+COPY_INBOX = "COPY mid.inbox (account_id, kind, pdu, received_at) FROM STDIN (FORMAT BINARY)"
+# binary COPY: the PDU octets go as they are (no hex escaping); an enum's binary input is
+# its label's text, so `kind` travels as text
+COPY_TYPES = ("int4", "text", "bytea", "timestamptz")
 
 Ack = Callable[[], object]
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection]]
@@ -173,6 +176,7 @@ class Inbox:
         conn = self.conn
         async with conn.transaction():
             async with conn.cursor() as cursor, cursor.copy(COPY_INBOX) as copy:
+                copy.set_types(COPY_TYPES)
                 for account_id, kind, pdu, received_at in rows:
                     await copy.write_row((account_id, kind, pdu, received_at))
             await conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))

@@ -328,8 +328,10 @@ class SmsProcess:
         """Handle one batch of due inbox rows in one transaction; return how many."""
         started = time.monotonic()
         async with conn.transaction():
-            cursor = await conn.execute(FETCH, (self.settings.batch_size,))
-            rows = await cursor.fetchall()
+            # binary results: the PDU octets arrive as they are, not hex-escaped
+            async with conn.cursor(binary=True) as cursor:
+                await cursor.execute(FETCH, (self.settings.batch_size,))
+                rows = await cursor.fetchall()
             receipts = [InboxRow(r[0], r[1], r[3], r[4], r[5]) for r in rows if r[2] == "receipt"]
             mos = [(r[0], r[1], r[3], r[4]) for r in rows if r[2] == "mo"]
             outcome = await self.reconciler.handle(conn, receipts) if receipts else None

@@ -1,0 +1,251 @@
+"""Receipts reconciled per second by the real `smsmta sms-process`, and their delay.
+
+What runs, all on this machine: a PostgreSQL (SMSMTA_DATABASE_URL's server, else an
+embedded one), the SMSC simulator and a transmitter in this process, and the SMS process
+as a subprocess exactly as an operator runs it. The MTs are recorded beforehand the way
+the MTA records them (broad_log `sent`, provider_msg_id with the simulator's decimal
+ids 1..N, one transaction); then the transmitter submits N submit_sm asking for a
+receipt, the simulator sends a receipt for each at once on the SMS process's receiver
+binds, and the SMS process stores, acknowledges and reconciles them.
+
+Figures (from the database, so nothing is sampled):
+- receipts reconciled per second: N / (last broad_log update - first receipt arrival);
+- receipt-to-update delay p50 / p99: broad_log.final_at - receipt.received_at, the
+  receipt's arrival in the SMS process to the start of the transaction that updated its
+  message (the commit follows within that batch's write time).
+
+Usage: .venv/bin/python bench/receipts.py [--count 50000] [--fail-rate 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from smpp.aio import BaseHandler, BindKind, BindSettings, SmppClient  # noqa: E402
+from smpp.pdu import SubmitSm  # noqa: E402
+from smpp.simulator import SimulatorConfig, Smsc  # noqa: E402
+from smsmta.accounts import sync_accounts  # noqa: E402
+from smsmta.db import migrate  # noqa: E402
+from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url  # noqa: E402
+from smsmta.enqueue import DeliverySpec, create_delivery  # noqa: E402
+from smsmta.settings import MidConfig  # noqa: E402
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def settings(port: int, connections: int, batch: int) -> dict:
+    return {
+        "kind": "mid",
+        "logging": {"level": "warning", "format": "json"},
+        "sms_process": {"metrics_port": None, "batch_size": batch, "poll_interval": 0.2},
+        "accounts": [
+            {
+                "name": "bench_sms",
+                "operator": "bench",
+                "connection": {
+                    "mode": "tx_rx",
+                    "smsc_name": "Sim",
+                    "server": "127.0.0.1",
+                    "port": port,
+                    "system_id": "smsmta",
+                    "password": "secret",
+                    "connections": connections,
+                },
+                "throughput": {"window": 100, "reconnect_delay": 0.5},
+            }
+        ],
+    }
+
+
+async def record_mts(dsn: str, config: MidConfig, count: int) -> None:
+    """broad_log rows `sent` and their provider ids 1..count, as the MTA writes them."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        account_id = (await sync_accounts(conn, config))["bench_sms"]
+        delivery_id = await create_delivery(conn, account_id, DeliverySpec("bench"))
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO mid.broad_log (id, delivery_id, account_id, address, text, status, "
+                "parts, sent_at) SELECT g, %s, %s, '+3361' || lpad(g::text, 7, '0'), 'Hello', "
+                "'sent', 1, now() FROM generate_series(1, %s) AS g",
+                (delivery_id, account_id, count),
+            )
+            await conn.execute(
+                "INSERT INTO mid.provider_msg_id (account_id, provider_id, broad_log_id, "
+                "delivery_id, part_no) SELECT %s, g::text, g, %s, 1 "
+                "FROM generate_series(1, %s) AS g",
+                (account_id, delivery_id, count),
+            )
+            await conn.execute(
+                "UPDATE mid.delivery SET to_send = %s, sent = %s WHERE id = %s",
+                (count, count, delivery_id),
+            )
+        await conn.execute("ANALYZE mid.broad_log")
+        await conn.execute("ANALYZE mid.provider_msg_id")
+
+
+class Counter(BaseHandler):
+    def __init__(self) -> None:
+        self.answered = 0
+
+    def on_response(self, conn, response) -> None:  # type: ignore[no-untyped-def]
+        self.answered += 1
+
+
+async def submit(port: int, count: int) -> None:
+    handler = Counter()
+    client = SmppClient(
+        BindSettings("127.0.0.1", port, "smsmta", "secret", BindKind.TRANSMITTER, window=200),
+        handler,
+    )
+    task = asyncio.create_task(client.run())
+    pdu = SubmitSm(
+        source_addr="38000",
+        destination_addr="33610000000",
+        registered_delivery=1,
+        short_message=b"Hello",
+    )
+    sent = 0
+    while sent < count:  # fill the window each time it has room: the cheapest client
+        conn = await client.wait_ready()
+        for _ in range(min(conn.window_free, count - sent)):
+            conn.submit(pdu)
+            sent += 1
+    while handler.answered < count:
+        await asyncio.sleep(0.05)
+    await client.stop(5)
+    task.cancel()
+
+
+async def bench(url: str, count: int, fail_rate: float, connections: int, batch: int) -> None:
+    dsn = libpq_dsn(url)
+    async with Smsc(SimulatorConfig(port=0, seed=1, fail_rate=fail_rate)) as smsc:
+        workdir = Path(tempfile.mkdtemp(prefix="bench-receipts-"))
+        path = workdir / "mid.json"
+        path.write_text(json.dumps(settings(smsc.port, connections, batch)))
+        config = MidConfig.model_validate(json.loads(path.read_text()))
+        await record_mts(dsn, config, count)
+        log = (workdir / "sms-process.log").open("wb")
+        env = {**os.environ, DATABASE_URL_ENV: url}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "smsmta.cli",
+            "sms-process",
+            "--config",
+            str(path),
+            env=env,
+            stdout=log,
+            stderr=log,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        try:
+            while smsc.stats["binds_active"]["rx"] < connections:
+                if process.returncode is not None:
+                    raise SystemExit((workdir / "sms-process.log").read_text()[-3000:])
+                await asyncio.sleep(0.05)
+            started = time.monotonic()
+            submitter = asyncio.create_task(submit(smsc.port, count))
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                while True:
+                    cursor = await conn.execute(
+                        "SELECT count(*) FROM mid.broad_log WHERE status <> 'sent'"
+                    )
+                    done = (await cursor.fetchone())[0]
+                    if done >= count:
+                        break
+                    if time.monotonic() - started > 600:
+                        raise SystemExit(f"timed out: {done} of {count} reconciled")
+                    await asyncio.sleep(0.1)
+                await submitter
+                cursor = await conn.execute(
+                    "SELECT extract(epoch FROM max(b.final_at) - min(r.received_at)), "
+                    "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM "
+                    "b.final_at - r.received_at)), percentile_cont(0.99) WITHIN GROUP "
+                    "(ORDER BY extract(epoch FROM b.final_at - r.received_at)), "
+                    "count(*) FILTER (WHERE b.status = 'failed') "
+                    "FROM mid.receipt r JOIN mid.broad_log b ON b.id = r.broad_log_id "
+                    "WHERE r.result = 'applied'"
+                )
+                span, p50, p99, failed = await cursor.fetchone()
+                cursor = await conn.execute("SHOW server_version")
+                pg_version = (await cursor.fetchone())[0]
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(process.wait(), 60)
+    print(f"receipts reconciled per second: {count / span:,.0f}")
+    print(f"receipt-to-update delay: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+    print(
+        f"conditions: {count:,} receipts ({failed:,} failures, fail_rate {fail_rate}), "
+        f"{connections} receiver bind(s), batch_size {batch}; simulator + transmitter in one "
+        f"process, SMS process in another, PostgreSQL {pg_version}, all on this machine"
+    )
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} CPU(s); Python "
+        f"{platform.python_version()} ({platform.python_implementation()}), uvloop"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=50_000)
+    parser.add_argument("--fail-rate", type=float, default=0.2)
+    parser.add_argument("--connections", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=2000)
+    args = parser.parse_args()
+    named = os.environ.get(DATABASE_URL_ENV)
+    with contextlib.ExitStack() as stack:
+        if named:
+            server = normalize_url(named)
+        else:
+            root = Path(tempfile.mkdtemp(prefix="bench-receipts-pg-", dir="/tmp"))
+            server = stack.enter_context(embedded(root / "pgdata"))
+        name = f"bench_receipts_{uuid.uuid4().hex[:8]}"
+        admin = libpq_dsn(server)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = server.set(database=name)
+        try:
+            migrate.upgrade(url, "mid")
+            import uvloop
+
+            uvloop.run(
+                bench(
+                    url.render_as_string(hide_password=False),
+                    args.count,
+                    args.fail_rate,
+                    args.connections,
+                    args.batch,
+                )
+            )
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
