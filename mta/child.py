@@ -70,6 +70,7 @@ class Child:
         )
         self.senders: dict[int, AccountSender] = {}
         self.stopping = asyncio.Event()
+        self.failed: BaseException | None = None
         self._last_renewal = 0.0
 
     async def run(self) -> None:
@@ -104,6 +105,7 @@ class Child:
                 poll_interval=self.config.mta.poll_interval,
                 inbox=inbox if account.connection.mode is Mode.TRX else None,
             )
+            sender.on_fatal = self._fatal
             self.senders[sender.account_id] = sender
         for sender in self.senders.values():
             sender.start(await self._coordinate(sender))
@@ -129,6 +131,11 @@ class Child:
         with contextlib.suppress(psycopg.Error):
             await self.lease.release(await self._fresh(self.coord))
         log.info("mta.child_stopped", owner=self.lease.owner, flushes=self.writer.stats.flushes)
+
+    def _fatal(self, error: BaseException) -> None:
+        """A sender's task died of an unexpected error: stop cleanly, exit non-zero."""
+        self.failed = error
+        self.stopping.set()
 
     async def _reconnect(self) -> psycopg.AsyncConnection:
         return await connect(self.dsn)
@@ -229,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvloop
 
-    uvloop.run(Child(config, args.index, libpq_dsn(url)).run())
-    return 0
+    child = Child(config, args.index, libpq_dsn(url))
+    uvloop.run(child.run())
+    return 0 if child.failed is None else 1
 
 
 if __name__ == "__main__":

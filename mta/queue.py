@@ -3,9 +3,13 @@
 A claim is one statement: the due pending rows of the account, oldest first, locked
 with FOR UPDATE SKIP LOCKED (so children and hosts never wait on each other nor take
 the same row) and marked `sending` under the child's lease owner. Rows of paused or
-cancelled deliveries stay in the queue. `Mt` is the claimed message in memory, with what
-the sender learns about it. Delivery options are read once per delivery and cached.
-Touches: the database (`mid.broad_log`, `mid.delivery`).
+cancelled deliveries stay in the queue. Each claimed row says whether its address asked
+the short code it would be sent from (the delivery's From, else the account's source
+number, or the account's short code) to stop: such a message is never sent.
+
+`Mt` is the claimed message in memory, with what the sender learns about it. Delivery
+options are read once per delivery and cached. Touches: the database (`mid.broad_log`,
+`mid.delivery`, `mid.short_code_blacklist`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,13 @@ WITH due AS (
 )
 UPDATE mid.broad_log b SET status = 'sending', lease_owner = %(owner)s, updated_at = now()
 FROM due WHERE b.id = due.id
-RETURNING b.id, b.delivery_id, b.address, b.text, b.retry_count, b.possible_duplicate
+RETURNING b.id, b.delivery_id, b.address, b.text, b.retry_count, b.possible_duplicate,
+    EXISTS (
+        SELECT 1 FROM mid.short_code_blacklist s JOIN mid.delivery d ON d.id = b.delivery_id
+        WHERE s.address = b.address
+          AND s.short_code IN (coalesce(nullif(d.source_addr, ''), %(default_source)s),
+                               %(short_code)s)
+    ) AS blacklisted
 """
 
 DELIVERY_OPTIONS = """
@@ -46,6 +56,7 @@ class Mt:
     __slots__ = (
         "acked",
         "address",
+        "blacklisted",
         "delivery_id",
         "error_status",
         "id",
@@ -69,8 +80,10 @@ class Mt:
         text: str,
         retry_count: int,
         possible_duplicate: bool,
+        blacklisted: bool = False,
     ) -> None:
         self.id = id
+        self.blacklisted = blacklisted
         self.delivery_id = delivery_id
         self.address = address
         self.text = text
@@ -103,12 +116,29 @@ class Mt:
         return options.validity_end or options.created_at + timedelta(seconds=default_seconds)
 
 
-async def claim(conn: psycopg.AsyncConnection, account_id: int, owner: str, limit: int) -> list[Mt]:
-    """Claim up to `limit` due messages of the account for this child."""
+async def claim(
+    conn: psycopg.AsyncConnection,
+    account_id: int,
+    owner: str,
+    limit: int,
+    *,
+    default_source: str = "",
+    short_code: str = "",
+) -> list[Mt]:
+    """Claim up to `limit` due messages of the account for this child.
+
+    `default_source` and `short_code` (the account's) say which short codes' blacklists
+    apply to a message whose delivery has no From of its own.
+    """
+    parameters = {
+        "account_id": account_id,
+        "owner": owner,
+        "limit": limit,
+        "default_source": default_source,
+        "short_code": short_code,
+    }
     async with conn.transaction():
-        cursor = await conn.execute(
-            CLAIM, {"account_id": account_id, "owner": owner, "limit": limit}
-        )
+        cursor = await conn.execute(CLAIM, parameters)
         rows = await cursor.fetchall()
     return [Mt(*row) for row in rows]
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import structlog
@@ -97,6 +98,7 @@ class AccountSender(BaseHandler):
     ) -> None:
         self.account = account
         self.inbox = inbox
+        self.on_fatal: Callable[[BaseException], None] | None = None
         self.account_id = account_id
         self.owner = owner
         self.connect = connect
@@ -153,8 +155,8 @@ class AccountSender(BaseHandler):
         while len(self.clients) < wanted:
             client = SmppClient(bind_settings(self.account, self._kind), self)
             self.clients.append(client)
-            self._tasks.append(asyncio.create_task(client.run()))
-            self._tasks.append(asyncio.create_task(self._pump(client)))
+            self._spawn(client.run())
+            self._spawn(self._pump(client))
         while len(self.clients) > wanted:
             client = self.clients.pop()
             self._tasks.append(asyncio.create_task(client.stop(self.account.throughput.mt_timeout)))
@@ -171,7 +173,31 @@ class AccountSender(BaseHandler):
 
     def start(self, binds: int) -> None:
         self.set_binds(binds)
-        self._tasks.append(asyncio.create_task(self._claim_loop()))
+        self._spawn(self._claim_loop())
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run a task of this sender; if it dies of an unexpected error, the child stops.
+
+        A claim loop or a pump that ends silently would leave the queue unsent with
+        nothing in the log: better to log it and exit, and let the supervisor restart us.
+        """
+        task = asyncio.create_task(coroutine)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error(
+            "mta.task_failed",
+            account=self.account.name,
+            task=task.get_coro().__qualname__,  # type: ignore[union-attr]
+            error=repr(error),
+            exc_info=error,
+        )
+        if self.on_fatal is not None:
+            self.on_fatal(error)
 
     def notify(self) -> None:
         """New messages were queued (NOTIFY): claim if there is room."""
@@ -196,7 +222,15 @@ class AccountSender(BaseHandler):
     async def _claim(self, limit: int) -> int:
         if self.claims is None or self.claims.closed or self.claims.broken:
             self.claims = await self.connect()
-        mts = await claim(self.claims, self.account_id, self.owner, limit)
+        channel = self.account.channel
+        mts = await claim(
+            self.claims,
+            self.account_id,
+            self.owner,
+            limit,
+            default_source=channel.source_number or channel.short_code,
+            short_code=channel.short_code,
+        )
         if not mts:
             return 0
         await self.cache.resolve(self.claims, mts)
@@ -207,6 +241,9 @@ class AccountSender(BaseHandler):
             return len(mts)
         for mt in mts:
             self.in_memory += 1
+            if mt.blacklisted:
+                self.writer.failed(mt, FailureType.HARD, "blacklisted", self._durable_callback(mt))
+                continue
             try:
                 assert mt.options is not None
                 mt.set_pdus(self.builder.build(mt.id, mt.address, mt.text, mt.options))

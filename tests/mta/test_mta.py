@@ -373,3 +373,28 @@ async def test_trx_binds_store_receipts_before_answering_them(harness: Harness, 
     assert smsc.stats["binds_active"]["trx"] == 0
     assert smsc.counters.binds_total == 2  # transceivers only: no receiver was opened
     assert smsc.counters.deliver_sm_acked == count  # each answered once stored
+
+
+async def test_blacklisted_recipients_fail_without_reaching_the_smsc(
+    harness: Harness, smsc: Smsc
+) -> None:
+    path, config = harness.write_config(mid_config(smsc.port, children=1, connections=1))
+    await harness.query(
+        "INSERT INTO mid.short_code_blacklist (short_code, address, reason) VALUES "
+        "('38000', '+33610000001', 'STOP'), ('38000', '+33610000003', 'STOP'), "
+        "('40000', '+33610000002', 'STOP') RETURNING address"
+    )
+    await harness.enqueue(config, 4, spec=DeliverySpec("stop", source_addr="38000"))
+    mta = await harness.start_mta(path)
+
+    async def settled() -> bool:
+        statuses = await harness.statuses()
+        return statuses.get("sent", 0) == 2 and statuses.get("failed", 0) == 2
+
+    await harness.wait_until(settled, 60, "two sent and two blacklisted", mta)
+    assert await mta.stop() == 0
+    assert await harness.query(
+        "SELECT marketing_message_id, failure_type::text, failure_reason FROM mid.broad_log "
+        "WHERE status = 'failed' ORDER BY 1"
+    ) == [(1, "hard", "blacklisted"), (3, "hard", "blacklisted")]
+    assert smsc.counters.submit_sm == 2  # +33610000002 stopped another short code only
