@@ -326,6 +326,7 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
                     password,
                     free_failures=service.login_free_failures,
                     max_delay=service.login_max_delay,
+                    base_delay=service.login_base_delay,
                 )
             except auth.Throttled as exc:
                 obs.MID_AUTH_FAILURES.labels("throttled").inc()

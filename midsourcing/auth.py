@@ -111,13 +111,15 @@ def normalize_rights(rights: list[str] | tuple[str, ...]) -> list[str]:
     return result
 
 
-def failure_delay(failures: int, free_failures: int, max_delay: float) -> float:
+def failure_delay(
+    failures: int, free_failures: int, max_delay: float, base_delay: float = 1.0
+) -> float:
     """Seconds a login must wait after its `failures`-th failure in a row: 0 while within
-    the free failures, then 1, 2, 4... up to `max_delay`."""
+    the free failures, then base, 2 x base, 4 x base... up to `max_delay`."""
     over = failures - free_failures + 1
     if failures < free_failures or over <= 0:
         return 0.0
-    return float(min(max_delay, 2 ** min(over - 1, 30)))
+    return float(min(max_delay, base_delay * 2 ** min(over - 1, 30)))
 
 
 # --- the API's side (async) ---------------------------------------------------------------
@@ -152,6 +154,7 @@ async def authenticate_password(
     *,
     free_failures: int,
     max_delay: float,
+    base_delay: float = 1.0,
 ) -> OperatorRecord | None:
     """The operator whose login and password these are, else None; raises Throttled.
 
@@ -177,7 +180,7 @@ async def authenticate_password(
     if known_login:
         cursor = await conn.execute(RECORD_FAILURE, {"login": login, "memory": FAILURE_MEMORY})
         failures = (await cursor.fetchone() or (1,))[0]
-        delay = failure_delay(int(failures), free_failures, max_delay)
+        delay = failure_delay(int(failures), free_failures, max_delay, base_delay)
         if delay:
             await conn.execute(SET_BLOCK, (delay, login))
         if secrets.randbelow(100) == 0:  # now and then, forget stale failures

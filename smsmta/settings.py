@@ -339,6 +339,9 @@ class MidService(Service):
     login_free_failures: int = Field(
         3, ge=0, le=100, description="failed logins of one login before it is slowed down"
     )
+    login_base_delay: Seconds = Field(
+        1.0, description="first wait imposed on a login past its free failures; it doubles"
+    )
     login_max_delay: Seconds = Field(
         60.0, description="longest wait imposed on a login after repeated failures"
     )

@@ -68,7 +68,9 @@ def mid_settings(port: int, smpp_port: int = 2775, **mid: Any) -> dict[str, Any]
             "port": port,
             "metrics_port": None,
             "login_free_failures": 3,
-            "login_max_delay": 5,
+            "login_max_delay": 60,
+            # long enough that the test of the slow-down never races argon2 on a busy machine
+            "login_base_delay": 30,
             **mid,
         },
         "accounts": [account("ops_sms", True, "smsmta"), account("ops_off", False, "other")],
