@@ -268,10 +268,13 @@ async def counters(conn: psycopg.AsyncConnection, delivery_id: int) -> Counters:
     return Counters(total=total, **by)
 
 
+# A failure is reported by its message-log key ("SR <smsc> <stat> <err>|#MESSAGE#"), the
+# normalised text the KPIs count by error; the full text stays in mid.broad_log.
 _CHANGES = """
 SELECT b.status_xid, b.id, b.marketing_message_id, b.status::text, b.failure_type::text,
-       b.failure_reason, b.updated_at
+       coalesce(m.key, b.failure_reason), b.updated_at
 FROM mid.broad_log b
+LEFT JOIN mid.broad_log_msg m ON m.id = b.broad_log_msg_id
 WHERE b.delivery_id = %(delivery)s AND b.status_xid > 0
   AND (b.status_xid, b.id) > (%(xid)s, %(id)s)
   AND b.status_xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint

@@ -11,7 +11,6 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import click
 from sqlalchemy import URL
@@ -381,34 +380,18 @@ _register_simulator()
 
 @main.command()
 @click.option("--messages", default=1000, show_default=True, help="Recipients of the delivery.")
+@click.option("--keep-running", is_flag=True, help="Leave everything running after the delivery.")
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
-    help="Keep the embedded database here (default: a fresh directory, removed at exit).",
+    help="Keep the demo's database, settings and logs here (default: a fresh directory, "
+    "removed at exit).",
 )
-def demo(messages: int, data_dir: str | None) -> None:
+def demo(messages: int, keep_running: bool, data_dir: str | None) -> None:
     """Run the whole stack against the SMSC simulator, with nothing configured."""
-    from smsmta.db import migrate
+    from smsmta.demo import run
 
-    scratch = None
-    if data_dir is None:
-        scratch = Path(tempfile.mkdtemp(prefix="smsmta-demo-", dir="/tmp"))
-        data_dir = str(scratch / "pgdata")
-    try:
-        click.echo(f"Starting the embedded PostgreSQL in {data_dir} ...")
-        with database(None, data_dir) as url:
-            for side in ("mid", "marketing"):
-                migrate.upgrade(url, side)
-                click.echo(f"  schema {side}: migrated to {', '.join(migrate.current(url, side))}")
-            click.echo(
-                "The demo will run, under one supervisor: the SMSC simulator, the mid server,\n"
-                "the MTA (2 children), the SMS process and the marketing service; then create an\n"
-                f"operator and a {messages}-recipient delivery and follow it to its KPIs.\n"
-                "Those services are not built yet in this version: the database is ready."
-            )
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+    sys.exit(run(messages, keep_running, data_dir))
 
 
 # --- midsourcing: mid, marketing, operator, account, delivery (midsourcing.commands) ----------

@@ -1,0 +1,335 @@
+"""`smsmta demo`: the whole stack on one machine, with nothing configured.
+
+The demo process is the supervisor of everything it starts, in this order:
+
+1. an embedded PostgreSQL (pgserver) in a fresh directory, migrated to the heads;
+2. the SMSC simulator (`smsmta smsc-sim`), answering with receipts after a short delay
+   and failing a few percent of them, as providers do;
+3. the mid server, the MTA (2 children), the SMS process and the marketing service, each
+   the real `smsmta <service>` command with its own settings file and log file;
+4. an operator `demo` (a random password, kept in the demo's files) and a delivery of
+   `--messages` recipients made with `smsmta delivery create` from a generated CSV.
+
+It then follows the delivery in the marketing KPIs with a live progress bar (sent,
+delivered, failed), prints the KPI table with `smsmta delivery status`, and says where
+metrics and logs are. Without `--keep-running` it then stops every service with SIGTERM
+(each drains and exits 0) and removes its files; Ctrl-C does the same at any time.
+Touches: child processes, local ports, a directory under /tmp (or `--data-dir`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from smsmta.db.engine import DATABASE_URL_ENV, database, libpq_dsn
+
+SERVICES = ("mid", "mta", "sms-process", "marketing")
+FAILURE_SHARE = 0.05
+DLR_DELAY_MS = 300
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@dataclass
+class Stack:
+    folder: Path
+    url: str
+    console: Console
+    services: list[Service] = field(default_factory=list)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env[DATABASE_URL_ENV] = self.url
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        return env
+
+    def start(self, name: str, *args: str) -> Service:
+        log = self.folder / "logs" / f"{name}.log"
+        log.parent.mkdir(exist_ok=True)
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "smsmta.cli", *args],
+                env=self.env,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,  # Ctrl-C reaches the demo, which stops them in order
+            )
+        service = Service(name, process, log)
+        self.services.append(service)
+        return service
+
+    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "smsmta.cli", *args],
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    def check(self) -> None:
+        for service in self.services:
+            if not service.alive():
+                tail = service.log.read_text(errors="replace")[-1500:]
+                raise RuntimeError(
+                    f"{service.name} exited with code {service.process.returncode}; "
+                    f"the end of {service.log}:\n{tail}"
+                )
+
+    def stop(self) -> None:
+        """SIGTERM in the reverse order of start; each drains and exits (killed after 60 s)."""
+        for service in reversed(self.services):
+            if service.alive():
+                service.process.send_signal(signal.SIGTERM)
+                try:
+                    service.process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    service.process.kill()
+                    service.process.wait()
+        self.services.clear()
+
+
+def wait_for_port(stack: Stack, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stack.check()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s")
+
+
+def write_settings(stack: Stack, password: str) -> tuple[Path, Path]:
+    ports = stack.ports
+    mid = {
+        "kind": "mid",
+        "host_id": "demo",
+        "logging": {"level": "info", "format": "json"},
+        "mid": {"listen": "127.0.0.1", "port": ports["mid"], "metrics_port": ports["mid_metrics"]},
+        "mta": {"children": 2, "metrics_port": ports["mta_metrics"], "poll_interval": 0.2},
+        "sms_process": {"metrics_port": ports["sms_metrics"]},
+        "accounts": [
+            {
+                "name": "demo_sms",
+                "operator": "demo",
+                "label": "The SMSC simulator",
+                "connection": {
+                    "mode": "tx_rx",
+                    "smsc_name": "Simulator",
+                    "server": "127.0.0.1",
+                    "port": ports["smsc"],
+                    "system_id": "smsmta",
+                    "password": "secret",
+                    "connections": 2,
+                },
+                "channel": {"transliteration": True, "short_code": "38000"},
+                "throughput": {"window": 20, "max_mt_per_second": 0, "reconnect_delay": 1},
+                "auto_replies": [
+                    {
+                        "keyword": "STOP",
+                        "reply": "You will get no more messages.",
+                        "action": "blacklist",
+                    }
+                ],
+            }
+        ],
+    }
+    marketing = {
+        "kind": "marketing",
+        "logging": {"level": "info", "format": "json"},
+        "marketing": {
+            "metrics_port": ports["marketing_metrics"],
+            "pull_interval": 0.5,
+            "push_interval": 0.2,
+        },
+        "accounts": [
+            {
+                "name": "sms",
+                "mid_url": f"http://127.0.0.1:{ports['mid']}",
+                "operator": "demo",
+                "password": password,
+            }
+        ],
+        "templates": [{"name": "demo", "label": "Demo", "account": "sms", "max_parts": 3}],
+    }
+    mid_path, marketing_path = stack.folder / "mid.yaml", stack.folder / "marketing.yaml"
+    mid_path.write_text(json.dumps(mid, indent=2))
+    marketing_path.write_text(json.dumps(marketing, indent=2))
+    for path in (mid_path, marketing_path):
+        path.chmod(0o600)  # the marketing file holds the operator's password
+    return mid_path, marketing_path
+
+
+def kpis(url: str, delivery_id: int) -> tuple[int, int, int, int, str]:
+    with psycopg.connect(libpq_dsn(url), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT to_send, sent, delivered, failed_hard + failed_soft, state::text "
+            "FROM marketing.delivery WHERE id = %s",
+            (delivery_id,),
+        ).fetchone()
+    assert row is not None
+    return row  # type: ignore[return-value]
+
+
+def follow(stack: Stack, delivery_id: int, total: int, timeout: float) -> float:
+    """Live progress until every message has its final status; returns the seconds taken."""
+    started = time.monotonic()
+    columns = (
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=stack.console, transient=False) as progress:
+        sent = progress.add_task("sent", total=total)
+        delivered = progress.add_task("delivered", total=total)
+        failed = progress.add_task("failed", total=total)
+        while True:
+            stack.check()
+            to_send, _, n_delivered, n_failed, state = kpis(stack.url, delivery_id)
+            progress.update(sent, completed=total - to_send)  # left the queue
+            progress.update(delivered, completed=n_delivered)
+            progress.update(failed, completed=n_failed)
+            if state == "done" or n_delivered + n_failed >= total:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"the delivery did not finish within {timeout:g} s")
+            time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def demo_folder(data_dir: str | None) -> Iterator[Path]:
+    if data_dir is not None:
+        folder = Path(data_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    folder = Path(tempfile.mkdtemp(prefix="smsmta-demo-", dir="/tmp"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run(messages: int, keep_running: bool, data_dir: str | None, timeout: float = 600.0) -> int:
+    console = Console()
+    if messages < 1:
+        console.print("[red]--messages must be at least 1[/red]")
+        return 2
+    from smsmta.db import migrate
+
+    with demo_folder(data_dir) as folder, database(None, folder / "pgdata") as url:
+        rendered = url.render_as_string(hide_password=False)
+        stack = Stack(folder, rendered, console)
+        try:
+            console.print(f"[bold]smsmta demo[/bold] in {folder}")
+            for side in ("mid", "marketing"):
+                migrate.upgrade(url, side)
+            console.print("  PostgreSQL 16 (embedded) started and migrated")
+            for name in ("smsc", "mid", "mid_metrics", "mta_metrics", "sms_metrics",
+                         "marketing_metrics"):  # fmt: skip
+                stack.ports[name] = free_port()
+            password = secrets.token_urlsafe(12)
+            mid_path, marketing_path = write_settings(stack, password)
+            stack.start(
+                "smsc-sim",
+                "smsc-sim",
+                "--port", str(stack.ports["smsc"]),
+                "--dlr-delay-ms", str(DLR_DELAY_MS),
+                "--fail-rate", str(FAILURE_SHARE),
+                "--seed", "1",
+            )  # fmt: skip
+            wait_for_port(stack, stack.ports["smsc"])
+            console.print(f"  SMSC simulator on 127.0.0.1:{stack.ports['smsc']}")
+            added = stack.run(
+                "operator", "add", "demo", "--label", "Demo operator", "--password-stdin",
+                "--config", str(mid_path),
+                stdin=password + "\n",
+            )  # fmt: skip
+            if added.returncode != 0:
+                raise RuntimeError(f"smsmta operator add failed: {added.stderr}")
+            stack.start("mid", "mid", "--config", str(mid_path))
+            wait_for_port(stack, stack.ports["mid"])
+            stack.start("mta", "mta", "--config", str(mid_path))
+            stack.start("sms-process", "sms-process", "--config", str(mid_path))
+            stack.start("marketing", "marketing", "--config", str(marketing_path))
+            console.print("  mid server, MTA (2 children), SMS process, marketing service started")
+            csv_path = folder / "recipients.csv"
+            rows = ["mobile,first_name"] + [f"+3361{i:07d},Guest{i}" for i in range(messages)]
+            csv_path.write_text("\n".join(rows) + "\n")
+            created = stack.run(
+                "delivery", "create", "--template", "demo", "--recipients", str(csv_path),
+                "--text", "Bonjour {first_name}, votre code promo expire ce soir !",
+                "--label", "Demo delivery", "--json", "--config", str(marketing_path),
+            )  # fmt: skip
+            if created.returncode != 0:
+                raise RuntimeError(f"smsmta delivery create failed: {created.stderr}")
+            delivery_id = int(json.loads(created.stdout)["delivery_id"])
+            console.print(f"  delivery {delivery_id}: {messages:,} recipients\n")
+            seconds = follow(stack, delivery_id, messages, timeout)
+            status = stack.run(
+                "delivery", "status", str(delivery_id), "--config", str(marketing_path)
+            )
+            console.print(status.stdout)
+            console.print(
+                f"{messages:,} messages sent, delivered or failed in {seconds:.1f} s "
+                f"(the simulator fails {FAILURE_SHARE:.0%} of them, as a provider would)."
+            )
+            p = stack.ports
+            console.print("\nMetrics (Prometheus):")
+            for name, key in (("mid server", "mid_metrics"), ("MTA", "mta_metrics"),
+                              ("SMS process", "sms_metrics"),
+                              ("marketing", "marketing_metrics")):  # fmt: skip
+                console.print(f"  {name:<12} http://127.0.0.1:{p[key]}/metrics")
+            console.print(f"Mid API: http://127.0.0.1:{p['mid']}/docs (operator demo)")
+            console.print(f"Logs (JSON lines): {folder / 'logs'}")
+            if keep_running:
+                console.print("\nEverything keeps running; Ctrl-C stops it.")
+                while True:
+                    stack.check()
+                    time.sleep(1.0)
+            return 0
+        except KeyboardInterrupt:
+            console.print("\nStopping ...")
+            return 0
+        except RuntimeError as error:
+            console.print(f"[red]demo failed:[/red] {error}")
+            return 1
+        finally:
+            stack.stop()
+            if data_dir is None:
+                console.print("Stopped; the demo's files are removed.")
