@@ -405,5 +405,49 @@ def _register_midsourcing() -> None:
 
 _register_midsourcing()
 
+
+# --- account test: the go-live check of a provider account (smsmta.golive) -----------------
+
+
+def _register_account_test() -> None:
+    account = main.commands.get("account")
+    if not isinstance(account, click.Group):  # the midsourcing group is absent: make it
+        account = click.Group("account", help="External accounts.")
+        main.add_command(account)
+
+    @account.command("test")
+    @click.option(
+        "--config",
+        "config_path",
+        required=True,
+        type=click.Path(dir_okay=False),
+        help="The mid settings file.",
+    )
+    @click.argument("name")
+    @click.option("--to", required=True, help="MSISDN of a test handset, e.g. +33612345678.")
+    @click.option(
+        "--wait",
+        default=60.0,
+        show_default=True,
+        type=click.FloatRange(min=0.1),
+        help="Seconds to wait for the receipt.",
+    )
+    @click.option("--text", default="smsmta go-live test", show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="One JSON report on stdout.")
+    def account_test(
+        config_path: str, name: str, to: str, wait: float, text: str, as_json: bool
+    ) -> None:
+        """Go-live check of mid account NAME: bind, send one MT to --to, read its receipt.
+
+        Says which id format and regex matched and, for each failed step, which settings
+        to change. Exit 0 when every step passed, 1 when one failed, 2 for bad input.
+        """
+        from smsmta.golive import run_command
+
+        sys.exit(run_command(config_path, name, to, wait=wait, text=text, as_json=as_json))
+
+
+_register_account_test()
+
 if __name__ == "__main__":
     main()
