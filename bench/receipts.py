@@ -5,8 +5,19 @@ embedded one), the SMSC simulator and a transmitter in this process, and the SMS
 as a subprocess exactly as an operator runs it. The MTs are recorded beforehand the way
 the MTA records them (broad_log `sent`, provider_msg_id with the simulator's decimal
 ids 1..N, one transaction); then the transmitter submits N submit_sm asking for a
-receipt, the simulator sends a receipt for each at once on the SMS process's receiver
-binds, and the SMS process stores, acknowledges and reconciles them.
+receipt, the simulator sends a receipt for each on the SMS process's receiver binds, and
+the SMS process stores, acknowledges and reconciles them.
+
+`--submit before` (the default): the transmitter submits the N MTs before the SMS process
+binds, so the simulator holds N receipts and sends them as the receivers' windows allow:
+what is measured is the target's set-up (SMS process, PostgreSQL and simulator on this
+machine), not the transmitter, which stands for the MTA (elsewhere, or idle once a
+delivery is sent). `--submit during`: the transmitter submits while the receipts flow, in
+the simulator's process: the same machine also runs the MTA's share of the work.
+
+While the receipts flow the bench waits on the delivery's real-time KPI counters (one
+row), not on a count over broad_log, so its own polling costs PostgreSQL next to nothing;
+the CPU that each party used over the run is printed with the figures (psutil).
 
 Figures (from the database, so nothing is sampled):
 - receipts reconciled per second: N / (last broad_log update - first receipt arrival);
@@ -15,6 +26,7 @@ Figures (from the database, so nothing is sampled):
   message (the commit follows within that batch's write time).
 
 Usage: .venv/bin/python bench/receipts.py [--count 50000] [--fail-rate 0.2]
+       [--submit before|during] [--connections 2] [--batch 2000]
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +92,7 @@ def settings(port: int, connections: int, batch: int) -> dict:
     }
 
 
-async def record_mts(dsn: str, config: MidConfig, count: int) -> None:
+async def record_mts(dsn: str, config: MidConfig, count: int) -> int:
     """broad_log rows `sent` and their provider ids 1..count, as the MTA writes them."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         account_id = (await sync_accounts(conn, config))["bench_sms"]
@@ -103,6 +116,51 @@ async def record_mts(dsn: str, config: MidConfig, count: int) -> None:
             )
         await conn.execute("ANALYZE mid.broad_log")
         await conn.execute("ANALYZE mid.provider_msg_id")
+        return delivery_id
+
+
+class CpuMeter:
+    """CPU seconds used by this process, the SMS process, PostgreSQL and the rest."""
+
+    def __init__(self, sms_pid: int, pg_pid: int | None) -> None:
+        self.parties = {"bench (simulator + transmitter)": [psutil.Process()]}
+        self.parties["SMS process"] = [psutil.Process(sms_pid)]
+        if pg_pid is not None:
+            postmaster = psutil.Process(pg_pid)
+            self.parties["PostgreSQL"] = [postmaster, *postmaster.children()]
+        self.start = self._sample()
+
+    @staticmethod
+    def _cpu(process: psutil.Process) -> float:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            return times.user + times.system
+        return 0.0
+
+    def _sample(self) -> tuple[float, float, dict[str, float]]:
+        total = psutil.cpu_times()
+        busy = total.user + total.system + total.nice + getattr(total, "irq", 0.0)
+        busy += getattr(total, "softirq", 0.0) + getattr(total, "steal", 0.0)
+        used = {name: sum(map(self._cpu, procs)) for name, procs in self.parties.items()}
+        return time.monotonic(), busy, used
+
+    def report(self) -> str:
+        """Share of one core each party used since the meter started."""
+        (t0, busy0, used0), (t1, busy1, used1) = self.start, self._sample()
+        elapsed = t1 - t0
+        shares = {name: (used1[name] - used0[name]) / elapsed for name in used0}
+        others = max((busy1 - busy0) / elapsed - sum(shares.values()), 0.0)
+        parts = [f"{name} {share:.0%}" for name, share in shares.items()]
+        return ", ".join([*parts, f"other processes {others:.0%}"]) + " of one core"
+
+
+async def postmaster_pid(conn: psycopg.AsyncConnection) -> int | None:
+    """The PostgreSQL server's pid, when its data directory is readable from here."""
+    with contextlib.suppress(psycopg.Error, OSError, ValueError):
+        cursor = await conn.execute("SHOW data_directory")
+        data_directory = (await cursor.fetchone())[0]
+        return int((Path(data_directory) / "postmaster.pid").read_text().split()[0])
+    return None
 
 
 class Counter(BaseHandler):
@@ -138,14 +196,18 @@ async def submit(port: int, count: int) -> None:
     task.cancel()
 
 
-async def bench(url: str, count: int, fail_rate: float, connections: int, batch: int) -> None:
+async def bench(
+    url: str, count: int, fail_rate: float, connections: int, batch: int, submit_mode: str
+) -> None:
     dsn = libpq_dsn(url)
     async with Smsc(SimulatorConfig(port=0, seed=1, fail_rate=fail_rate)) as smsc:
         workdir = Path(tempfile.mkdtemp(prefix="bench-receipts-"))
         path = workdir / "mid.json"
         path.write_text(json.dumps(settings(smsc.port, connections, batch)))
         config = MidConfig.model_validate(json.loads(path.read_text()))
-        await record_mts(dsn, config, count)
+        delivery_id = await record_mts(dsn, config, count)
+        if submit_mode == "before":  # the simulator holds the receipts until the binds
+            await submit(smsc.port, count)
         log = (workdir / "sms-process.log").open("wb")
         env = {**os.environ, DATABASE_URL_ENV: url}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -163,24 +225,39 @@ async def bench(url: str, count: int, fail_rate: float, connections: int, batch:
             start_new_session=True,
         )
         try:
-            while smsc.stats["binds_active"]["rx"] < connections:
-                if process.returncode is not None:
-                    raise SystemExit((workdir / "sms-process.log").read_text()[-3000:])
-                await asyncio.sleep(0.05)
-            started = time.monotonic()
-            submitter = asyncio.create_task(submit(smsc.port, count))
             async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-                while True:
+                pg_pid = await postmaster_pid(conn)
+                while smsc.stats["binds_active"]["rx"] < (
+                    1 if submit_mode == "before" else connections
+                ):
+                    if process.returncode is not None:
+                        raise SystemExit((workdir / "sms-process.log").read_text()[-3000:])
+                    await asyncio.sleep(0.01)
+                started = time.monotonic()
+                cpu = CpuMeter(process.pid, pg_pid)
+                submitter = None
+                if submit_mode == "during":
+                    submitter = asyncio.create_task(submit(smsc.port, count))
+                while True:  # the KPI counters move in the transactions that reconcile
                     cursor = await conn.execute(
-                        "SELECT count(*) FROM mid.broad_log WHERE status <> 'sent'"
+                        "SELECT delivered + failed_hard + failed_soft FROM mid.delivery "
+                        "WHERE id = %s",
+                        (delivery_id,),
                     )
-                    done = (await cursor.fetchone())[0]
-                    if done >= count:
+                    if (await cursor.fetchone())[0] >= count:
                         break
                     if time.monotonic() - started > 600:
-                        raise SystemExit(f"timed out: {done} of {count} reconciled")
-                    await asyncio.sleep(0.1)
-                await submitter
+                        raise SystemExit("timed out waiting for the receipts")
+                    await asyncio.sleep(0.05)
+                cpu_used = cpu.report()
+                cursor = await conn.execute(
+                    "SELECT count(*) FROM mid.broad_log WHERE status = 'sent'"
+                )
+                left = (await cursor.fetchone())[0]
+                if left:
+                    raise SystemExit(f"{left} messages still `sent`: receipts lost")
+                if submitter is not None:
+                    await submitter
                 cursor = await conn.execute(
                     "SELECT extract(epoch FROM max(b.final_at) - min(r.received_at)), "
                     "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM "
@@ -197,13 +274,21 @@ async def bench(url: str, count: int, fail_rate: float, connections: int, batch:
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
                 await asyncio.wait_for(process.wait(), 60)
+    submitted = {
+        "before": "the N MTs submitted before the SMS process bound (receipts held by the "
+        "simulator)",
+        "during": "the N MTs submitted while the receipts flow (transmitter in the "
+        "simulator's process)",
+    }[submit_mode]
     print(f"receipts reconciled per second: {count / span:,.0f}")
     print(f"receipt-to-update delay: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
     print(
         f"conditions: {count:,} receipts ({failed:,} failures, fail_rate {fail_rate}), "
-        f"{connections} receiver bind(s), batch_size {batch}; simulator + transmitter in one "
-        f"process, SMS process in another, PostgreSQL {pg_version}, all on this machine"
+        f"{connections} receiver bind(s), batch_size {batch}; --submit {submit_mode}: "
+        f"{submitted}; SMS process in another process, PostgreSQL {pg_version}, all on "
+        "this machine"
     )
+    print(f"CPU while the receipts flowed: {cpu_used}")
     print(
         f"machine: {cpu_model()}, {os.cpu_count()} CPU(s); Python "
         f"{platform.python_version()} ({platform.python_implementation()}), uvloop"
@@ -216,6 +301,12 @@ def main() -> None:
     parser.add_argument("--fail-rate", type=float, default=0.2)
     parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument(
+        "--submit",
+        choices=("before", "during"),
+        default="before",
+        help="submit the MTs before the SMS process binds (default) or while receipts flow",
+    )
     args = parser.parse_args()
     named = os.environ.get(DATABASE_URL_ENV)
     with contextlib.ExitStack() as stack:
@@ -240,6 +331,7 @@ def main() -> None:
                     args.fail_rate,
                     args.connections,
                     args.batch,
+                    args.submit,
                 )
             )
         finally:
