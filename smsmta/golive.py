@@ -875,10 +875,10 @@ def _id_steps(
 
     # --- do the two ids match, as the SMS process would match them? -----------------------
     match_details = [
-        ("MT-ack id", f"{ack_raw!r} -> {ack_id!r}" if ack_id is not None else f"{ack_raw!r} -> ?"),
+        ("MT-ack id", f"{ack_raw!r} -> {_shown(ack_id)}"),
         (
             "SR id",
-            f"{sr_raw!r} -> {receipt.provider_id or '?'!r}" if sr_raw is not None else "(none)",
+            f"{sr_raw!r} -> {_shown(receipt.provider_id)}" if sr_raw is not None else "(none)",
         ),
     ]
     if ack_id is not None and receipt.provider_id == ack_id:
@@ -1038,6 +1038,11 @@ def _echo_step(add: Callable[[Step], Step], encoded: Any, receipt: Receipt) -> N
             ],
         )
     )
+
+
+def _shown(canonical: str | None) -> str:
+    """An id after its format, or `?` when the format cannot read it."""
+    return "?" if canonical is None else repr(canonical)
 
 
 def _yaml_quote(text: str) -> str:
