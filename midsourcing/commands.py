@@ -296,7 +296,7 @@ def operator_remove(login: str, yes: bool, config_path: str | None, url: str | N
 
 @click.group("account")
 def account_group() -> None:
-    """Marketing external accounts."""
+    """External accounts: a marketing account's mid link, a mid account's provider."""
 
 
 @account_group.command("test-connection")
