@@ -31,10 +31,10 @@ import psycopg
 import structlog
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBasic, HTTPBearer
 
-from midsourcing import auth, store
+from midsourcing import auth, status, store
 from midsourcing.preview import preview
 from midsourcing.schemas import (
     Chunk,
@@ -396,6 +396,12 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
         return ApiError(404, "not_found", f"no delivery {delivery_id} for this operator")
 
     # --- routes ---------------------------------------------------------------------------
+
+    @app.get("/status", response_class=HTMLResponse, include_in_schema=False)
+    async def status_page(operator: Admin, conn: Conn) -> HTMLResponse:
+        """Accounts, binds, rates, queue and deliveries in progress; refreshes itself."""
+        data = await status.collect(conn, config)
+        return HTMLResponse(status.render(data, operator.login))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(conn: Conn) -> dict[str, str]:
