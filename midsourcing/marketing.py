@@ -46,6 +46,7 @@ from midsourcing.recipients import Recipients, read_csv
 from midsourcing.schemas import DeliveryCreate, Message, SmsOptions, TransmissionMode
 from smsmta import obs
 from smsmta.settings import DeliveryTemplate, MarketingConfig
+from smsmta.systemd import Notifier, keep_alive
 
 log = structlog.get_logger("midsourcing.marketing")
 
@@ -639,7 +640,12 @@ class Service:
             asyncio.create_task(self._loop("push", self.settings.push_interval, self.push_once)),
             asyncio.create_task(self._loop("pull", self.settings.pull_interval, self.pull_once)),
         ]
+        systemd = Notifier()
+        systemd.ready(f"{len(self.config.accounts)} account(s)")
+        watchdog = asyncio.create_task(keep_alive(systemd))
         await self.stopping.wait()
+        systemd.stopping()
+        watchdog.cancel()
         log.info("marketing service stopping")
         _done, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout)
         for task in pending:

@@ -11,7 +11,9 @@ Touches: one listening socket for the API, one for /metrics, the database.
 from __future__ import annotations
 
 import signal
+import socket
 import ssl
+import time
 
 import structlog
 import uvicorn
@@ -19,6 +21,7 @@ import uvicorn
 from midsourcing.api import create_app
 from smsmta import obs
 from smsmta.settings import MidConfig
+from smsmta.systemd import Notifier
 
 log = structlog.get_logger("midsourcing.server")
 
@@ -46,11 +49,37 @@ def uvicorn_config(config: MidConfig, dsn: str) -> uvicorn.Config:
     )
 
 
+class NotifyingServer(uvicorn.Server):
+    """uvicorn that tells systemd it is ready once it listens, and feeds the watchdog."""
+
+    def __init__(self, config: uvicorn.Config, notifier: Notifier) -> None:
+        super().__init__(config)
+        self.notifier = notifier
+        self.keepalive_every = notifier.watchdog_interval()
+        self.last_keepalive = 0.0
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.notifier.ready(f"mid API on port {self.config.port}")
+
+    async def on_tick(self, counter: int) -> bool:
+        now = time.monotonic()
+        if self.keepalive_every is not None and now - self.last_keepalive >= self.keepalive_every:
+            self.notifier.keepalive()
+            self.last_keepalive = now
+        return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.notifier.stopping()
+        await super().shutdown(sockets)
+
+
 def run(config: MidConfig, dsn: str) -> int:
     """Serve until SIGTERM or SIGINT; the exit code."""
     service = config.mid
     metrics_port = obs.serve_metrics(service.metrics_host, service.metrics_port)
-    server = uvicorn.Server(uvicorn_config(config, dsn))
+    server = NotifyingServer(uvicorn_config(config, dsn), Notifier())
     scheme = "https" if service.tls_certfile else "http"
     log.info(
         "mid API starting",

@@ -13,6 +13,7 @@ stuck loop stops the keep-alives and systemd restarts the service); `stopping()`
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 
@@ -60,3 +61,13 @@ class Notifier:
     def watchdog_interval(self) -> float | None:
         """Seconds between keep-alives (half the watchdog period), None when off."""
         return self.watchdog_usec / 2e6 if self.watchdog_usec else None
+
+
+async def keep_alive(notifier: Notifier) -> None:
+    """Feed the watchdog from the event loop until cancelled (nothing when it is off)."""
+    interval = notifier.watchdog_interval()
+    if interval is None:
+        return
+    while True:
+        notifier.keepalive()
+        await asyncio.sleep(interval)
