@@ -152,7 +152,28 @@ def configure_logging(service: str, level: str = "info", fmt: str = "json") -> N
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+    # the standard library's records (asyncio, uvicorn, psycopg...) in the same format, so
+    # that a log is one kind of line from start to end
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                redact_secrets,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(numeric, logging.WARNING))
     BUILD_INFO.info({"version": __version__, "service": service})
 
 

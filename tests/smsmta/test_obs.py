@@ -21,6 +21,8 @@ SCRIPT = textwrap.dedent(
     log.info("bind", system_id="alpha", password="hunter22", nested={"token": "t0k3n", "n": 1})
     log.debug("hidden")
     log.warning("settings", account={"connection": {"password": "hunter22", "port": 2775}})
+    import logging
+    logging.getLogger("asyncio").error("Exception in callback %s", "x", exc_info=ValueError("boom"))
     """
 )
 
@@ -32,8 +34,14 @@ def test_log_lines_are_json_and_never_carry_a_password() -> None:
     assert result.returncode == 0, result.stderr
     assert "hunter22" not in result.stderr
     assert "t0k3n" not in result.stderr
-    events = [json.loads(line) for line in result.stderr.splitlines()]
-    assert [event["event"] for event in events] == ["bind", "settings"]  # debug filtered out
+    events = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    assert [event["event"] for event in events] == [
+        "bind",
+        "settings",
+        "Exception in callback x",  # the standard library's records too
+    ]  # debug filtered out
+    assert events[2]["logger"] == "asyncio" and events[2]["service"] == "mta"
+    assert "ValueError: boom" in events[2]["exception"]
     bind = events[0]
     assert bind["service"] == "mta"
     assert bind["level"] == "info"
