@@ -12,12 +12,19 @@ crash before the commit loses nothing either: the SMSC sends unacknowledged PDUs
 The same transaction NOTIFYs `smsmta_inbox`, so the SMS process (sms_process.process),
 which handles every inbox row whichever process stored it, starts at once.
 
+`keep_decoded` (the SMS process's own inbox only): the row ids are drawn from the inbox's
+sequence in the flush's transaction, and after the commit the decoded PDUs stay in
+`decoded` (row id -> PDU, at most `keep_decoded`) for reconciliation to take instead of
+decoding the stored octets again. The row stays the durability record: what reconciles
+is still what the database hands out, the PDU only saves a decode.
+
 Contract:
 - `add()` never blocks and never raises for the PDU's content; after `close()` began it
   refuses (returns False, no ack): the SMSC will send the PDU again later.
 - `run()` flushes until `close()`; a lost database connection keeps the batch, reconnects
   and tries again (memory stays bounded: unacknowledged PDUs hold the SMSC's window).
 - `ack` callbacks run in commit order, once each; one raising is logged, not propagated.
+- `decoded` holds a PDU only once its row is committed, and never more than keep_decoded.
 
 Touches: the database (`mid.inbox`, NOTIFY), nothing else; acks are the caller's.
 """
@@ -52,24 +59,38 @@ COPY_INBOX = "COPY mid.inbox (account_id, kind, pdu, received_at) FROM STDIN (FO
 # binary COPY: the PDU octets go as they are (no hex escaping); an enum's binary input is
 # its label's text, so `kind` travels as text
 COPY_TYPES = ("int4", "text", "bytea", "timestamptz")
+COPY_INBOX_IDS = (
+    "COPY mid.inbox (id, account_id, kind, pdu, received_at) FROM STDIN (FORMAT BINARY)"
+)
+COPY_TYPES_IDS = ("int8", *COPY_TYPES)
+NEXT_IDS = "SELECT nextval(pg_get_serial_sequence('mid.inbox', 'id')) FROM generate_series(1, %b)"
 
 Ack = Callable[[], object]
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection]]
 
-# esm_class message types that say "this deliver_sm is a receipt"
-_RECEIPT_TYPES = frozenset({EsmClass.DELIVERY_RECEIPT, EsmClass.INTERMEDIATE_DELIVERY_NOTIFICATION})
+# esm_class message types that say "this deliver_sm is a receipt" (plain ints: enum
+# arithmetic costs a microsecond a PDU)
+_RECEIPT_TYPES = frozenset(
+    {int(EsmClass.DELIVERY_RECEIPT), int(EsmClass.INTERMEDIATE_DELIVERY_NOTIFICATION)}
+)
+_MESSAGE_TYPE_MASK = int(EsmClass.MESSAGE_TYPE_MASK)
 _RECEIPTED_MESSAGE_ID = 0x001E
 _MESSAGE_STATE = 0x0427
+_RECEIPT, _MO = InboxKind.RECEIPT.value, InboxKind.MO.value
 
 
 def kind_of(pdu: Pdu) -> InboxKind:
     """Receipt or MO: the esm_class message type, else receipt TLVs on a plain deliver_sm."""
-    if pdu.esm_class & EsmClass.MESSAGE_TYPE_MASK in _RECEIPT_TYPES:
-        return InboxKind.RECEIPT
+    return InboxKind(_kind_value(pdu))
+
+
+def _kind_value(pdu: Pdu) -> str:
+    if pdu.esm_class & _MESSAGE_TYPE_MASK in _RECEIPT_TYPES:
+        return _RECEIPT
     tags = {tag for tag, _ in pdu.tlvs}
     if _RECEIPTED_MESSAGE_ID in tags and _MESSAGE_STATE in tags:
-        return InboxKind.RECEIPT
-    return InboxKind.MO
+        return _RECEIPT
+    return _MO
 
 
 def acknowledge(conn: SmppConnection, pdu: Pdu) -> Ack:
@@ -103,14 +124,23 @@ class Inbox:
     """Batched, durable storage of received deliver_sm / data_sm; see the module docstring."""
 
     def __init__(
-        self, connect: Connect, *, retry_delay: float = 1.0, max_batch: int = 5000
+        self,
+        connect: Connect,
+        *,
+        retry_delay: float = 1.0,
+        max_batch: int = 5000,
+        keep_decoded: int = 0,
     ) -> None:
         self.connect = connect
         self.retry_delay = retry_delay
         self.max_batch = max_batch
+        self.keep_decoded = keep_decoded
+        #: row id -> its PDU as received, for reconciliation to take (keep_decoded > 0)
+        self.decoded: dict[int, Pdu] = {}
         self.stats = InboxStats()
         self.conn: psycopg.AsyncConnection | None = None
         self._rows: list[tuple[int, str, bytes, datetime]] = []
+        self._pdus: list[Pdu] = []
         self._acks: list[Ack] = []
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -124,8 +154,10 @@ class Inbox:
         if self._closing:
             self.stats.refused += 1
             return False
-        self._rows.append((account_id, kind_of(pdu).value, codec.encode(pdu), datetime.now(UTC)))
+        self._rows.append((account_id, _kind_value(pdu), codec.encode(pdu), datetime.now(UTC)))
         self._acks.append(ack)
+        if self.keep_decoded:
+            self._pdus.append(pdu)
         self._idle.clear()
         self._wakeup.set()
         return True
@@ -174,14 +206,30 @@ class Inbox:
         loop = asyncio.get_running_loop()
         started = loop.time()
         conn = self.conn
+        ids: list[int] = []
         async with conn.transaction():
-            async with conn.cursor() as cursor, cursor.copy(COPY_INBOX) as copy:
-                copy.set_types(COPY_TYPES)
-                for account_id, kind, pdu, received_at in rows:
-                    await copy.write_row((account_id, kind, pdu, received_at))
+            async with conn.cursor(binary=True) as cursor:
+                if self.keep_decoded:
+                    await cursor.execute(NEXT_IDS, (len(rows),))
+                    ids = [row[0] for row in await cursor.fetchall()]
+                    async with cursor.copy(COPY_INBOX_IDS) as copy:
+                        copy.set_types(COPY_TYPES_IDS)
+                        for row_id, row in zip(ids, rows, strict=True):
+                            await copy.write_row((row_id, *row))
+                else:
+                    async with cursor.copy(COPY_INBOX) as copy:
+                        copy.set_types(COPY_TYPES)
+                        for row in rows:
+                            await copy.write_row(row)
             await conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
         # only what was written: more may have come while the commit was in flight
         del self._rows[: len(rows)], self._acks[: len(acks)]
+        if self.keep_decoded:
+            pdus = self._pdus[: len(rows)]
+            del self._pdus[: len(rows)]
+            room = self.keep_decoded - len(self.decoded)
+            if room > 0:
+                self.decoded.update(zip(ids[:room], pdus[:room], strict=True))
         self.stats.flushes += 1
         self.stats.rows += len(rows)
         for ack in acks:

@@ -56,6 +56,8 @@ log = structlog.get_logger("sms_process")
 #: pg advisory lock key of the instance's SMS process: "smsm" "ta" 0x0001
 LOCK_KEY = 0x736D736D74610001
 EXIT_OK, EXIT_FAILED = 0, 1
+#: how many batches of received PDUs are kept decoded for reconciliation (Inbox.decoded)
+DECODED_KEPT_BATCHES = 10
 
 FETCH = """
 SELECT id, account_id, kind::text, pdu, received_at, attempts FROM mid.inbox
@@ -198,7 +200,11 @@ class SmsProcess:
             cursor = await self.work_conn.execute(OPEN_DELIVERIES, (slow_kpi,))
             self.dirty.update(row[0] for row in await cursor.fetchall())
 
-        self.inbox = Inbox(self.connect)
+        # the decoded PDUs of this process's own receivers wait for reconciliation (up to
+        # a few batches' worth); rows stored by MTA children (TRX) are decoded from the table
+        self.inbox = Inbox(
+            self.connect, keep_decoded=DECODED_KEPT_BATCHES * self.settings.batch_size
+        )
         self.inbox.on_flushed = self._inbox_flushed
         inbox_task = asyncio.create_task(self.inbox.run())
         inbox_task.add_done_callback(self._task_done)
@@ -332,8 +338,15 @@ class SmsProcess:
             async with conn.cursor(binary=True) as cursor:
                 await cursor.execute(FETCH, (self.settings.batch_size,))
                 rows = await cursor.fetchall()
-            receipts = [InboxRow(r[0], r[1], r[3], r[4], r[5]) for r in rows if r[2] == "receipt"]
+            decoded = self.inbox.decoded
+            receipts = [
+                InboxRow(r[0], r[1], r[3], r[4], r[5], decoded.pop(r[0], None))
+                for r in rows
+                if r[2] == "receipt"
+            ]
             mos = [(r[0], r[1], r[3], r[4]) for r in rows if r[2] == "mo"]
+            for row in mos:  # MOs are decoded from the table (reassembly keeps the octets)
+                decoded.pop(row[0], None)
             outcome = await self.reconciler.handle(conn, receipts) if receipts else None
             mo_outcome = await self.mo.handle(conn, mos) if mos or self.mo.pending else None
         committed = time.time()

@@ -43,6 +43,7 @@ import psycopg
 from mta.retry import RetryPolicy, Verdict
 from smpp import codec
 from smpp.errors import RemoteProtocolError
+from smpp.pdu import Pdu
 from smpp.receipt import Outcome, Receipt, ReceiptRules, interpret
 from smsmta.db import FailureType, ReceiptResult
 from smsmta.settings import Account
@@ -85,6 +86,8 @@ class InboxRow:
     pdu: bytes
     received_at: datetime
     attempts: int
+    #: the same PDU as the receiver decoded it, when this process stored the row
+    decoded: Pdu | None = None
 
 
 @dataclass(slots=True)
@@ -134,7 +137,7 @@ class BatchOutcome:
 MATCH = """
 SELECT DISTINCT ON (v.ord) v.ord, p.broad_log_id, p.part_no, p.created_at, b.status::text,
        b.parts, b.sent_at, b.retry_count, b.delivery_id, d.validity_end, d.created_at
-FROM unnest(%s::int[], %s::int[], %s::text[]) AS v(ord, account_id, provider_id)
+FROM unnest(%b::int[], %b::text[]) WITH ORDINALITY AS v(account_id, provider_id, ord)
 JOIN mid.provider_msg_id p ON p.account_id = v.account_id AND p.provider_id = v.provider_id
 JOIN mid.broad_log b ON b.id = p.broad_log_id
 JOIN mid.delivery d ON d.id = b.delivery_id
@@ -144,19 +147,19 @@ ORDER BY v.ord, p.created_at DESC
 PART_RECEIPTS = """
 SELECT r.broad_log_id, r.part_no, r.outcome::text
 FROM mid.receipt r JOIN mid.broad_log b ON b.id = r.broad_log_id
-WHERE r.broad_log_id = ANY(%s) AND r.result = 'part' AND r.mt_sent_at >= b.sent_at
+WHERE r.broad_log_id = ANY(%b) AND r.result = 'part' AND r.mt_sent_at >= b.sent_at
 """
 
 MESSAGE_LOG = """
 INSERT INTO mid.broad_log_msg AS m (key, first_text, count, last_seen_at)
-SELECT key, text, n, now() FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS v(key, text, n)
+SELECT key, text, n, now() FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS v(key, text, n)
 ON CONFLICT (key) DO UPDATE SET count = m.count + EXCLUDED.count, last_seen_at = now()
 RETURNING id, key, qualification::text
 """
 
 DELIVERED = """
 UPDATE mid.broad_log b SET status = 'delivered', final_at = now(), updated_at = now()
-FROM unnest(%s::bigint[]) AS v(id)
+FROM unnest(%b::bigint[]) AS v(id)
 WHERE b.id = v.id AND b.status = 'sent'
 RETURNING b.id
 """
@@ -165,7 +168,7 @@ FAILED = """
 UPDATE mid.broad_log b
 SET status = 'failed', failure_type = v.type::mid.failure_type, failure_reason = v.reason,
     broad_log_msg_id = v.msg, final_at = now(), updated_at = now()
-FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[]) AS v(id, type, reason, msg)
+FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::bigint[]) AS v(id, type, reason, msg)
 WHERE b.id = v.id AND b.status = 'sent'
 RETURNING b.id
 """
@@ -175,7 +178,7 @@ UPDATE mid.broad_log b
 SET status = 'pending', next_try_at = v.at, retry_count = b.retry_count + 1,
     failure_type = 'soft', failure_reason = v.reason, broad_log_msg_id = v.msg,
     updated_at = now()
-FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[], %s::bigint[]) AS v(id, at, reason, msg)
+FROM unnest(%b::bigint[], %b::timestamptz[], %b::text[], %b::bigint[]) AS v(id, at, reason, msg)
 WHERE b.id = v.id AND b.status = 'sent'
 RETURNING b.id
 """
@@ -184,29 +187,36 @@ KPIS = """
 UPDATE mid.delivery d
 SET delivered = d.delivered + v.delivered, failed_hard = d.failed_hard + v.hard,
     failed_soft = d.failed_soft + v.soft, updated_at = now()
-FROM unnest(%s::bigint[], %s::int[], %s::int[], %s::int[]) AS v(id, delivered, hard, soft)
+FROM unnest(%b::bigint[], %b::int[], %b::int[], %b::int[]) AS v(id, delivered, hard, soft)
 WHERE d.id = v.id
 """
 
 COPY_RECEIPTS = (
     "COPY mid.receipt (account_id, provider_id, broad_log_id, part_no, mt_sent_at, stat, err, "
-    "outcome, result, text, note, received_at) FROM STDIN"
+    "outcome, result, text, note, received_at) FROM STDIN (FORMAT BINARY)"
 )
+# binary COPY: no text escaping of each value; enums travel as their labels' text
+RECEIPT_TYPES = (
+    "int4", "text", "int8", "int2", "timestamptz", "text", "text", "text", "text", "text",
+    "text", "timestamptz",
+)  # fmt: skip
 
-DELETE_INBOX = "DELETE FROM mid.inbox WHERE id = ANY(%s)"
+DELETE_INBOX = "DELETE FROM mid.inbox WHERE id = ANY(%b)"
 
 WAIT_INBOX = """
-UPDATE mid.inbox SET attempts = attempts + 1, next_try_at = %s WHERE id = ANY(%s)
+UPDATE mid.inbox SET attempts = attempts + 1, next_try_at = %b WHERE id = ANY(%b)
 """
 
 _FINAL_STATUSES = frozenset({"delivered", "failed"})
 
 
 def _receipt_of(row: InboxRow, account: AccountRules) -> tuple[Receipt | None, str | None]:
-    try:
-        pdu = codec.decode(row.pdu)
-    except RemoteProtocolError as error:  # cannot happen with rows the Inbox wrote
-        return None, f"undecodable PDU: {error}"
+    pdu = row.decoded
+    if pdu is None:
+        try:
+            pdu = codec.decode(row.pdu)
+        except RemoteProtocolError as error:  # cannot happen with rows the Inbox wrote
+            return None, f"undecodable PDU: {error}"
     short_message = getattr(pdu, "short_message", b"")  # data_sm has none: payload TLV
     return interpret(short_message, pdu.tlvs, account.rules), None
 
@@ -279,19 +289,22 @@ class Reconciler:
         return out
 
     async def _match(self, conn: psycopg.AsyncConnection, items: list[Handled]) -> None:
-        ords, accounts, ids = [], [], []
-        for index, item in enumerate(items):
-            if item.result is None and item.receipt is not None:
-                ords.append(index)
-                accounts.append(item.row.account_id)
-                ids.append(item.receipt.provider_id)
-        if not ords:
+        wanted = [item for item in items if item.result is None and item.receipt is not None]
+        if not wanted:
             return
-        cursor = await conn.execute(MATCH, (ords, accounts, ids))
-        for row in await cursor.fetchall():
+        accounts = [item.row.account_id for item in wanted]
+        ids = [item.receipt.provider_id for item in wanted]  # type: ignore[union-attr]
+        # binary results: timestamps arrive as numbers, not text to parse
+        async with conn.cursor(binary=True) as cursor:
+            await cursor.execute(MATCH, (accounts, ids))
+            rows = await cursor.fetchall()
+        validity: dict[tuple[Any, Any], datetime] = {}  # per delivery, computed once
+        for row in rows:
             ord_, blid, part_no, mt_sent_at, status, parts, sent_at, retries, delivery_id = row[:9]
-            validity_end = self.policy.validity_end(row[9], row[10])
-            items[ord_].match = Match(
+            validity_end = validity.get(row[9:11])
+            if validity_end is None:
+                validity_end = validity[row[9:11]] = self.policy.validity_end(row[9], row[10])
+            wanted[ord_ - 1].match = Match(
                 blid,
                 part_no,
                 mt_sent_at,
@@ -438,6 +451,7 @@ class Reconciler:
             )
         if rows:
             async with conn.cursor() as cursor, cursor.copy(COPY_RECEIPTS) as copy:
+                copy.set_types(RECEIPT_TYPES)
                 for values in rows:
                     await copy.write_row(values)
 

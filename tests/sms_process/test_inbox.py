@@ -103,3 +103,32 @@ async def test_ack_waits_for_the_database(migrated_db_url: URL) -> None:
     cursor = await blocker.execute("SELECT count(*) FROM mid.inbox")
     assert (await cursor.fetchone())[0] == 20
     await blocker.close()
+
+
+async def test_decoded_pdus_are_kept_by_row_id_and_bounded(migrated_db_url: URL) -> None:
+    """keep_decoded: after the commit, row id -> the PDU as received; no more than asked."""
+    dsn = libpq_dsn(migrated_db_url)
+
+    async def connect() -> psycopg.AsyncConnection:
+        return await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+
+    observer = await connect()
+    inbox = Inbox(connect, keep_decoded=30, max_batch=20)
+    acks: list[int] = []
+    pdus = [receipt(n).with_sequence_number(n + 1) for n in range(50)]
+    for n, pdu in enumerate(pdus):
+        inbox.add(3, pdu, lambda n=n: acks.append(n))
+    assert inbox.decoded == {}  # nothing before its commit
+    runner = asyncio.create_task(inbox.run())
+    await inbox.close()
+    await asyncio.wait_for(runner, 5)
+    assert acks == list(range(50))
+    assert len(inbox.decoded) == 30  # the bound: the rest is decoded from the table
+    cursor = await observer.execute("SELECT id, pdu FROM mid.inbox ORDER BY id")
+    rows = await cursor.fetchall()
+    assert len(rows) == 50
+    for row_id, octets in rows:
+        if row_id in inbox.decoded:
+            assert inbox.decoded[row_id] == codec.decode(octets)
+    assert [inbox.decoded[r[0]] for r in rows[:30]] == pdus[:30]
+    await observer.close()
