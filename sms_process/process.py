@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import os
 import signal
 import socket
@@ -200,6 +201,9 @@ class SmsProcess:
             cursor = await self.work_conn.execute(OPEN_DELIVERIES, (slow_kpi,))
             self.dirty.update(row[0] for row in await cursor.fetchall())
 
+        # what startup made (modules, settings, tables) lives as long as the process: out
+        # of the collector's sight, a full collection no longer walks it (~0.1 s each)
+        gc.freeze()
         # the decoded PDUs of this process's own receivers wait for reconciliation (up to
         # a few batches' worth); rows stored by MTA children (TRX) are decoded from the table
         self.inbox = Inbox(
