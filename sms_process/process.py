@@ -8,11 +8,14 @@ What it runs until SIGTERM:
 - `connections` receiver binds per enabled TX+RX account (receiver settings), whose
   deliver_sm / data_sm go through the `Inbox` (sms_process.inbox): stored, committed, then
   acknowledged. TRX accounts receive on the MTA's transceivers, into the same inbox;
-- the work loop: due inbox rows, a batch per transaction, back to back while there are
-  some (woken by NOTIFY `smsmta_inbox` and by its own inbox's flushes, else it polls):
-  receipts to `sms_process.receipts`, MOs to `sms_process.mo`; after each commit the
-  metrics and the auto-replies (`sms_process.replies`, transmitter binds opened only
-  for accounts with rules);
+- the work loops (`reconcile_workers`, each on its own connection): due inbox rows, a
+  batch per transaction, back to back while there are some (woken by NOTIFY
+  `smsmta_inbox` and by its own inbox's flushes, else they poll): receipts to
+  `sms_process.receipts`, MOs to `sms_process.mo` (the first loop only); after each
+  commit the metrics and the auto-replies (`sms_process.replies`, transmitter binds
+  opened only for accounts with rules). Loops take disjoint rows (SKIP LOCKED) and two
+  batches touching one message serialise on its broad_log row (receipts.MATCH), so one
+  batch is decoded while another waits on the database;
 - the KPI sync of deliveries of accounts without real-time KPIs (every kpi_sync_period):
   the delivery rows are locked, then their counters recounted from broad_log;
 - the purge: provider_msg_id and receipt history rows past their retention, in batches;
@@ -21,7 +24,8 @@ What it runs until SIGTERM:
 SIGTERM: stop storing what arrives (unacknowledged, the SMSC sends it again), commit and
 acknowledge what was stored, unbind the receivers, finish the batch in hand, send the
 queued replies (bounded by shutdown_timeout), sync the KPIs, release the lock, exit 0.
-Touches: the database (five connections), SMPP sockets, signals, the metrics port.
+Touches: the database (five connections, and one per work loop past the first), SMPP
+sockets, signals, the metrics port.
 """
 
 from __future__ import annotations
@@ -60,12 +64,16 @@ EXIT_OK, EXIT_FAILED = 0, 1
 #: how many batches of received PDUs are kept decoded for reconciliation (Inbox.decoded)
 DECODED_KEPT_BATCHES = 10
 
+# SKIP LOCKED: the work loops (reconcile_workers) take disjoint rows; the first one takes
+# MOs too (MO reassembly and auto-replies live in its memory), the others receipts only
 FETCH = """
 SELECT id, account_id, kind::text, pdu, received_at, attempts FROM mid.inbox
 WHERE NOT held AND next_try_at <= now()
 ORDER BY next_try_at, id
 LIMIT %s
+FOR UPDATE SKIP LOCKED
 """
+FETCH_RECEIPTS = FETCH.replace("WHERE NOT held", "WHERE NOT held AND kind = 'receipt'")
 
 HOLDER = """
 SELECT a.application_name, host(a.client_addr), a.backend_start
@@ -157,7 +165,7 @@ class SmsProcess:
         self.receivers: list[SmppClient] = []
         self.senders: dict[int, ReplySender] = {}
         self.names: dict[int, str] = {}
-        self._wakeup = asyncio.Event()
+        self._wakeups: list[asyncio.Event] = []  # one a work loop
         self._working = True
         self.application_name = f"smsmta sms-process {socket.gethostname()} {os.getpid()}"[:63]
 
@@ -222,8 +230,12 @@ class SmsProcess:
                     client = SmppClient(receiver_settings(account), handler)
                     self.receivers.append(client)
         receiver_tasks = [asyncio.create_task(client.run()) for client in self.receivers]
-        work = asyncio.create_task(self._work_loop())
-        work.add_done_callback(self._task_done)
+        work = [
+            asyncio.create_task(self._work_loop(worker))
+            for worker in range(self.settings.reconcile_workers)
+        ]
+        for task in work:
+            task.add_done_callback(self._task_done)
         background = [
             asyncio.create_task(self._listen()),
             asyncio.create_task(self._housekeeping()),
@@ -273,7 +285,7 @@ class SmsProcess:
         self,
         inbox_task: asyncio.Task[None],
         receiver_tasks: list[asyncio.Task[None]],
-        work: asyncio.Task[None],
+        work: list[asyncio.Task[None]],
         background: list[asyncio.Task[None]],
     ) -> None:
         timeout = self.settings.shutdown_timeout
@@ -282,17 +294,19 @@ class SmsProcess:
         await self.inbox.close()  # what was stored is committed and acknowledged
         await asyncio.gather(*(client.stop(0) for client in self.receivers), return_exceptions=True)
         self._working = False
-        self._wakeup.set()
+        self._wake()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(work), timeout)
+            await asyncio.wait_for(asyncio.shield(asyncio.gather(*work)), timeout)
         await asyncio.gather(
             *(sender.stop(timeout) for sender in self.senders.values()), return_exceptions=True
         )
         with contextlib.suppress(psycopg.Error):
             await self._sync_kpis(await self._fresh_work_conn())
-        for task in [inbox_task, work, *receiver_tasks, *background]:
+        for task in [inbox_task, *work, *receiver_tasks, *background]:
             task.cancel()
-        await asyncio.gather(inbox_task, work, *receiver_tasks, *background, return_exceptions=True)
+        await asyncio.gather(
+            inbox_task, *work, *receiver_tasks, *background, return_exceptions=True
+        )
         for conn in (self.work_conn, self.lock_conn):
             with contextlib.suppress(psycopg.Error):
                 await conn.close()  # closing the lock's connection releases the lock
@@ -307,40 +321,58 @@ class SmsProcess:
 
     def _inbox_flushed(self, rows: int, seconds: float) -> None:
         obs.DB_FLUSH_SECONDS.labels("sms_process_inbox").observe(seconds)
-        self._wakeup.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        for wakeup in self._wakeups:
+            wakeup.set()
 
     async def _fresh_work_conn(self) -> psycopg.AsyncConnection:
         if self.work_conn.closed or self.work_conn.broken:
             self.work_conn = await self.connect()
         return self.work_conn
 
-    async def _work_loop(self) -> None:
+    async def _work_loop(self, worker: int = 0) -> None:
+        """Batches back to back while rows are due. Worker 0 also does MOs and the KPI sync;
+        the others (own connections) reconcile receipts while it waits on the database."""
         batch = self.settings.batch_size
         next_sync = time.monotonic() + self.settings.kpi_sync_period
-        while self._working:
-            self._wakeup.clear()
-            try:
-                conn = await self._fresh_work_conn()
-                handled = await self.work_once(conn)
-                if time.monotonic() >= next_sync:
-                    await self._sync_kpis(conn)
-                    next_sync = time.monotonic() + self.settings.kpi_sync_period
-            except psycopg.OperationalError as error:
-                log.warning("sms_process.work_failed", error=str(error))
-                await asyncio.sleep(1.0)
-                continue
-            if handled >= batch:
-                continue  # more are due: at once
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.settings.poll_interval)
+        wakeup = asyncio.Event()
+        self._wakeups.append(wakeup)
+        conn: psycopg.AsyncConnection | None = None
+        try:
+            while self._working:
+                wakeup.clear()
+                try:
+                    if worker == 0:
+                        conn = await self._fresh_work_conn()
+                    elif conn is None or conn.closed or conn.broken:
+                        conn = await self.connect()
+                    handled = await self.work_once(conn, receipts_only=worker > 0)
+                    if worker == 0 and time.monotonic() >= next_sync:
+                        await self._sync_kpis(conn)
+                        next_sync = time.monotonic() + self.settings.kpi_sync_period
+                except psycopg.OperationalError as error:  # a deadlock too: rows stay due
+                    log.warning("sms_process.work_failed", error=str(error), worker=worker)
+                    await asyncio.sleep(1.0)
+                    continue
+                if handled >= batch:
+                    continue  # more are due: at once
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), self.settings.poll_interval)
+        finally:
+            if worker > 0 and conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.close()
 
-    async def work_once(self, conn: psycopg.AsyncConnection) -> int:
+    async def work_once(self, conn: psycopg.AsyncConnection, receipts_only: bool = False) -> int:
         """Handle one batch of due inbox rows in one transaction; return how many."""
         started = time.monotonic()
         async with conn.transaction():
             # binary results: the PDU octets arrive as they are, not hex-escaped
             async with conn.cursor(binary=True) as cursor:
-                await cursor.execute(FETCH, (self.settings.batch_size,))
+                fetch = FETCH_RECEIPTS if receipts_only else FETCH
+                await cursor.execute(fetch, (self.settings.batch_size,))
                 rows = await cursor.fetchall()
             decoded = self.inbox.decoded
             receipts = [
@@ -352,7 +384,9 @@ class SmsProcess:
             for row in mos:  # MOs are decoded from the table (reassembly keeps the octets)
                 decoded.pop(row[0], None)
             outcome = await self.reconciler.handle(conn, receipts) if receipts else None
-            mo_outcome = await self.mo.handle(conn, mos) if mos or self.mo.pending else None
+            mo_outcome = None
+            if mos or (self.mo.pending and not receipts_only):
+                mo_outcome = await self.mo.handle(conn, mos)
         committed = time.time()
         if rows:
             obs.DB_FLUSH_SECONDS.labels("sms_process").observe(time.monotonic() - started)
@@ -413,7 +447,7 @@ class SmsProcess:
                 conn = await self.connect()
                 await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                 async for _ in conn.notifies():
-                    self._wakeup.set()
+                    self._wake()
             except psycopg.Error as error:
                 log.warning("sms_process.listen_failed", error=str(error))
                 await asyncio.sleep(1.0)

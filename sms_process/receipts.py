@@ -5,14 +5,16 @@ What it does (SPEC section 7), for a batch of `mid.inbox` receipt rows:
 1. reads each receipt with its account's `ReceiptRules` (smpp.receipt.interpret: id regex,
    SR id format, TLV and Text options; receipted_message_id with the MT-ack id format);
 2. matches the ids to `mid.provider_msg_id` of the same account (the newest row when a
-   provider reuses ids), with the message and its delivery, in one query;
+   provider reuses ids), with the message and its delivery, in one query that locks the
+   messages (in id order), so concurrent batches touching one message take turns;
 3. decides, per receipt, in arrival order (`decide` below, pure): a final stat on a `sent`
    message of the attempt the receipt belongs to changes it; anything else is history;
 4. writes in the caller's transaction: the message log upserted for failures (its
    qualification decides: hard -> failed, soft -> back to the queue under `mta.retry`,
    ignored -> failed without counting as hard), `broad_log` updated from arrays (guarded by
    status = 'sent'), the delivery KPIs incremented when the account wants them in real
-   time (else the delivery is marked for the periodic sync), every receipt COPYed into
+   time (else the delivery is marked for the periodic sync; last, so the delivery row is
+   locked only until the commit), every receipt COPYed into
    `mid.receipt` (the message's history), handled inbox rows deleted, and receipts whose MT
    is not recorded yet left in the inbox for another try `retry_interval` later, until
    `match_wait` after their arrival: then they are kept as `unmatched`.
@@ -134,14 +136,21 @@ class BatchOutcome:
     by_stat: Counter[tuple[str, str]] = field(default_factory=Counter)  # (account, stat)
 
 
+# The messages are locked (in id order: no deadlock between two batches) and read as the
+# last commit left them: a batch running beside this one (the SMS process's workers) that
+# touches the same message waits for this one's commit, then sees what it did.
 MATCH = """
-SELECT DISTINCT ON (v.ord) v.ord, p.broad_log_id, p.part_no, p.created_at, b.status::text,
+SELECT m.ord, m.broad_log_id, m.part_no, m.created_at, b.status::text,
        b.parts, b.sent_at, b.retry_count, b.delivery_id, d.validity_end, d.created_at
-FROM unnest(%b::int[], %b::text[]) WITH ORDINALITY AS v(account_id, provider_id, ord)
-JOIN mid.provider_msg_id p ON p.account_id = v.account_id AND p.provider_id = v.provider_id
-JOIN mid.broad_log b ON b.id = p.broad_log_id
+FROM (SELECT DISTINCT ON (v.ord) v.ord, p.broad_log_id, p.part_no, p.created_at
+      FROM unnest(%b::int[], %b::text[]) WITH ORDINALITY AS v(account_id, provider_id, ord)
+      JOIN mid.provider_msg_id p
+        ON p.account_id = v.account_id AND p.provider_id = v.provider_id
+      ORDER BY v.ord, p.created_at DESC) AS m
+JOIN mid.broad_log b ON b.id = m.broad_log_id
 JOIN mid.delivery d ON d.id = b.delivery_id
-ORDER BY v.ord, p.created_at DESC
+ORDER BY b.id
+FOR UPDATE OF b
 """
 
 PART_RECEIPTS = """
@@ -271,7 +280,7 @@ class Reconciler:
                 assert item.receipt is not None
                 item.result = ReceiptResult.UNMATCHED
                 item.note = f"no MT with provider id {item.receipt.provider_id!r}"
-        await self._apply(conn, items, now, out)
+        kpi = await self._apply(conn, items, now, out)
         await self._write_history(conn, items)
 
         done = [item.row.id for item in items if item.result is not None]
@@ -280,6 +289,12 @@ class Reconciler:
             await conn.execute(DELETE_INBOX, (done,))
         if waiting:
             await conn.execute(WAIT_INBOX, (now + self.retry_interval, waiting))
+        if kpi:  # last: the delivery row stays locked only until the commit that follows
+            ids = sorted(kpi)
+            await conn.execute(
+                KPIS,
+                (ids, [kpi[i][0] for i in ids], [kpi[i][1] for i in ids], [kpi[i][2] for i in ids]),
+            )
         out.waiting = len(waiting)
         for item in items:
             if item.result is not None:
@@ -332,10 +347,12 @@ class Reconciler:
 
     async def _apply(
         self, conn: psycopg.AsyncConnection, items: list[Handled], now: datetime, out: BatchOutcome
-    ) -> None:
+    ) -> dict[int, list[int]]:
+        """Write the status changes; return the KPI increments by delivery id."""
+        kpi: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # delivered, hard, soft
         changing = [item for item in items if item.change is not None]
         if not changing:
-            return
+            return kpi
         failures = [item for item in changing if item.change == "failed"]
         qualification: dict[str, tuple[int, FailureType]] = {}
         if failures:
@@ -400,7 +417,6 @@ class Reconciler:
             )
             updated.update(row[0] for row in await cursor.fetchall())
 
-        kpi: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # delivered, hard, soft
         failure_types = {i.match.broad_log_id: kind for i, kind, _, _ in failed}  # type: ignore[union-attr]
         for item in changing:
             match = item.match
@@ -420,12 +436,7 @@ class Reconciler:
                     kpi[match.delivery_id][1] += 1
                 elif kind is FailureType.SOFT:
                     kpi[match.delivery_id][2] += 1
-        if kpi:
-            ids = sorted(kpi)
-            await conn.execute(
-                KPIS,
-                (ids, [kpi[i][0] for i in ids], [kpi[i][1] for i in ids], [kpi[i][2] for i in ids]),
-            )
+        return kpi
 
     async def _write_history(self, conn: psycopg.AsyncConnection, items: list[Handled]) -> None:
         rows: list[tuple[Any, ...]] = []

@@ -399,6 +399,13 @@ class SmsProcessService(Service):
         60.0, description="delivery KPIs of accounts without real-time KPIs are synced this often"
     )
     batch_size: int = Field(2000, ge=1, le=50_000, description="inbox rows handled per transaction")
+    reconcile_workers: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="inbox batches in flight at once, each on its own connection: one is "
+        "decoded while another waits on the database",
+    )
     poll_interval: Seconds = Field(1.0, description="inbox poll when no NOTIFY arrives")
     mo_reassembly_timeout: Seconds = Field(
         300.0, description="a long MO still missing parts after this is stored as it is"

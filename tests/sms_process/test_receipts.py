@@ -6,6 +6,7 @@ from one transaction); receipts are inbox rows as the Inbox writes them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -240,3 +241,33 @@ async def test_purge_deletes_old_provider_ids_in_batches(migrated_db_url: URL) -
     assert counts["provider_msg_id"] == 230
     cursor = await w.conn.execute("SELECT count(*) FROM mid.provider_msg_id")
     assert (await cursor.fetchone())[0] == 20
+
+
+async def test_concurrent_batches_take_turns_on_a_message(migrated_db_url: URL) -> None:
+    """Two work loops' batches with parts of one message (all_parts): the second waits on
+    the message's row, then sees the first's part receipt; no deadlock, counted once."""
+    w, config = await world(migrated_db_url)
+    r = reconciler(config, w.account_id, multipart_status="all_parts")
+    message = await w.mt(["701", "702"])
+    other = await w.mt(["703"])
+    second = World(await connect(libpq_dsn(migrated_db_url)), w.account_id, w.delivery_id)
+    first_rows = (receipt_row(w.account_id, "701"), receipt_row(w.account_id, "703"))
+    second_row = receipt_row(w.account_id, "702")
+    async with w.conn.transaction():  # the first batch, not committed yet
+        for row in first_rows:
+            await w.conn.execute(
+                "INSERT INTO mid.inbox (id, account_id, kind, pdu, received_at) "
+                "VALUES (%s, %s, 'receipt', %s, %s)",
+                (row.id, row.account_id, row.pdu, row.received_at),
+            )
+        await r.handle(w.conn, list(first_rows))
+        waiting = asyncio.create_task(handle(second, r, second_row))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # blocked on the message's row
+    outcome = await asyncio.wait_for(waiting, 10)
+    assert [item.result.value for item in outcome.handled] == ["applied"]
+    assert (await w.message(message))[0] == "delivered"
+    assert (await w.message(other))[0] == "delivered"
+    assert [result for _, _, result in await w.history(message)] == ["part", "applied"]
+    assert await w.kpis() == (2, 0, 0)
+    await second.conn.close()
