@@ -419,9 +419,13 @@ class SmsProcess:
                 matched[item.account.name] = matched.get(item.account.name, 0) + 1
         for name, n in matched.items():
             obs.SP_RECEIPTS_MATCHED.labels(name).inc(n)
+        histograms: dict[str, Any] = {}  # labels() once an account, not once a receipt
         for item in outcome.applied:
-            delay = committed - item.row.received_at.timestamp()
-            obs.SP_RECEIPT_DELAY.labels(item.account.name).observe(max(delay, 0.0))
+            name = item.account.name
+            histogram = histograms.get(name)
+            if histogram is None:
+                histogram = histograms[name] = obs.SP_RECEIPT_DELAY.labels(name)
+            histogram.observe(max(committed - item.row.received_at.timestamp(), 0.0))
         obs.SP_RECEIPTS_WAITING.set(outcome.waiting)
         unmatched = outcome.by_result
         gave_up = sum(n for (_, r), n in unmatched.items() if r in ("unmatched", "invalid"))
