@@ -55,6 +55,7 @@ from sms_process.replies import ReplySender
 from smsmta import obs
 from smsmta.accounts import sync_accounts
 from smsmta.settings import Account, MidConfig, Mode
+from smsmta.systemd import Notifier, keep_alive
 
 log = structlog.get_logger("sms_process")
 
@@ -250,7 +251,12 @@ class SmsProcess:
             held_mo_parts=held,
             metrics_port=port,
         )
+        systemd = Notifier()
+        systemd.ready(f"{len(self.receivers)} receiver bind(s)")
+        watchdog = asyncio.create_task(keep_alive(systemd))
         await self.stopping.wait()
+        systemd.stopping()
+        watchdog.cancel()
         await self._shutdown(inbox_task, receiver_tasks, work, background)
         return self.exit_code
 

@@ -74,3 +74,13 @@ def test_the_marketing_service_notifies(module_db: URL, tmp_path: Path) -> None:
     datagrams = run_and_listen(["marketing"], config, tmp_path, module_db)
     assert b"READY=1\nSTATUS=1 account(s)" in datagrams
     assert b"WATCHDOG=1" in datagrams and datagrams[-1] == b"STOPPING=1"
+
+
+@pytest.mark.timeout(120)
+def test_the_sms_process_notifies(module_db: URL, tmp_path: Path) -> None:
+    # its receivers retry their binds in the background (no SMSC here): it is up all the same
+    config = mid_settings(free_port(), smpp_port=free_port())
+    config["sms_process"] = {"metrics_port": None}
+    datagrams = run_and_listen(["sms-process"], config, tmp_path, module_db)
+    assert any(d.startswith(b"READY=1\nSTATUS=") for d in datagrams)
+    assert b"WATCHDOG=1" in datagrams and datagrams[-1] == b"STOPPING=1"
