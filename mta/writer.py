@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +29,7 @@ import structlog
 
 from mta.queue import Mt
 from mta.retry import RetryPolicy, Verdict
+from smsmta import message_log
 from smsmta.db import FailureType
 
 log = structlog.get_logger("mta.writer")
@@ -64,12 +65,6 @@ FROM unnest(%(ids)s::bigint[], %(at)s::timestamptz[], %(counted)s::smallint[],
 WHERE b.id = v.id AND b.lease_owner = %(owner)s
 """
 
-MESSAGE_LOG = """
-INSERT INTO mid.broad_log_msg AS m (key, first_text, count, last_seen_at)
-SELECT key, text, n, now() FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS v(key, text, n)
-ON CONFLICT (key) DO UPDATE SET count = m.count + EXCLUDED.count, last_seen_at = now()
-RETURNING id, key, qualification::text
-"""
 
 KPIS = """
 UPDATE mid.delivery d
@@ -249,12 +244,10 @@ class Writer:
         retry = list(batch.retry)
         msg_ids: dict[int, int] = {}
         if batch.submit_failed:
-            keys = Counter(key for _, key in batch.submit_failed)
-            ordered = sorted(keys)  # one order everywhere: no deadlock between children
-            cursor = await conn.execute(MESSAGE_LOG, (ordered, ordered, [keys[k] for k in ordered]))
-            qualification = {}
-            for msg_id, key, qual in await cursor.fetchall():
-                qualification[key] = (msg_id, FailureType(qual))
+            # a synchronous error has no provider text: its key is its full text
+            qualification = await message_log.record(
+                conn, ((key, key) for _, key in batch.submit_failed)
+            )
             now = datetime.now(UTC)
             for mt, key in batch.submit_failed:
                 msg_id, qual = qualification[key]

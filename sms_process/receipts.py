@@ -47,6 +47,7 @@ from smpp import codec
 from smpp.errors import RemoteProtocolError
 from smpp.pdu import Pdu
 from smpp.receipt import Outcome, Receipt, ReceiptRules, interpret
+from smsmta import message_log
 from smsmta.db import FailureType, ReceiptResult
 from smsmta.settings import Account
 
@@ -159,12 +160,6 @@ FROM mid.receipt r JOIN mid.broad_log b ON b.id = r.broad_log_id
 WHERE r.broad_log_id = ANY(%b) AND r.result = 'part' AND r.mt_sent_at >= b.sent_at
 """
 
-MESSAGE_LOG = """
-INSERT INTO mid.broad_log_msg AS m (key, first_text, count, last_seen_at)
-SELECT key, text, n, now() FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS v(key, text, n)
-ON CONFLICT (key) DO UPDATE SET count = m.count + EXCLUDED.count, last_seen_at = now()
-RETURNING id, key, qualification::text
-"""
 
 DELIVERED = """
 UPDATE mid.broad_log b SET status = 'delivered', final_at = now(), updated_at = now()
@@ -356,18 +351,14 @@ class Reconciler:
         failures = [item for item in changing if item.change == "failed"]
         qualification: dict[str, tuple[int, FailureType]] = {}
         if failures:
-            counts: Counter[str] = Counter()
-            first_text: dict[str, str] = {}
-            for item in failures:
-                assert item.receipt is not None
-                counts[item.receipt.log_key] += 1
-                first_text.setdefault(item.receipt.log_key, item.receipt.log_text)
-            keys = sorted(counts)  # one lock order everywhere: no deadlock with the MTA
-            cursor = await conn.execute(
-                MESSAGE_LOG, (keys, [first_text[k] for k in keys], [counts[k] for k in keys])
+            qualification = await message_log.record(
+                conn,
+                (
+                    (item.receipt.log_key, item.receipt.log_text)
+                    for item in failures
+                    if item.receipt
+                ),
             )
-            for msg_id, key, qual in await cursor.fetchall():
-                qualification[key] = (msg_id, FailureType(qual))
 
         delivered: list[Handled] = []
         failed: list[tuple[Handled, FailureType, str, int]] = []

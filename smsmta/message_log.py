@@ -1,0 +1,44 @@
+"""The message log (SPEC section 7): each normalised failure text counted once per batch.
+
+`record(conn, entries)` takes `(key, full text)` pairs — `SR <smsc> <stat> <err>|#MESSAGE#`
+with its first `...|MESSAGE=<text>`, or `SUBMIT <smsc> <status>` for synchronous errors —
+upserts one `mid.broad_log_msg` row per key (new ones `hard`, the full text kept from the
+first time it was seen, the count increased by how many this batch brings) and returns
+each key's row id and qualification, which decides retry or failure (mta.retry). Keys are
+written in one sorted order, so that the MTA children and the SMS process, upserting the
+same keys concurrently, never deadlock. Touches: the database (`mid.broad_log_msg`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+import psycopg
+
+from smsmta.db import FailureType
+
+UPSERT = """
+INSERT INTO mid.broad_log_msg AS m (key, first_text, count, last_seen_at)
+SELECT key, text, n, now() FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS v(key, text, n)
+ON CONFLICT (key) DO UPDATE SET count = m.count + EXCLUDED.count, last_seen_at = now()
+RETURNING id, key, qualification::text
+"""
+
+
+async def record(
+    conn: psycopg.AsyncConnection, entries: Iterable[tuple[str, str]]
+) -> dict[str, tuple[int, FailureType]]:
+    """Count the (key, full text) entries; return key -> (broad_log_msg id, qualification)."""
+    counts: Counter[str] = Counter()
+    first_text: dict[str, str] = {}
+    for key, text in entries:
+        counts[key] += 1
+        first_text.setdefault(key, text)
+    if not counts:
+        return {}
+    keys = sorted(counts)  # one lock order everywhere: no deadlock between writers
+    cursor = await conn.execute(
+        UPSERT, (keys, [first_text[key] for key in keys], [counts[key] for key in keys])
+    )
+    return {key: (msg_id, FailureType(qual)) for msg_id, key, qual in await cursor.fetchall()}
