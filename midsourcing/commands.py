@@ -43,17 +43,10 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _load_marketing(config_path: str) -> settings.MarketingConfig:
-    try:
-        cfg = settings.load(config_path)
-    except settings.ConfigError as exc:
-        for issue in exc.issues:
-            click.echo(str(issue), err=True)
-        sys.exit(2)
-    if not isinstance(cfg, settings.MarketingConfig):
-        _fail(f"{config_path}: this command needs a 'kind: marketing' settings file", 2)
-    assert isinstance(cfg, settings.MarketingConfig)
     from smsmta import obs
+    from smsmta.cli import load_config
 
+    cfg = load_config(config_path, settings.MarketingConfig, "command")
     # tools print their results on stdout; the log (warnings and errors only) goes to stderr
     obs.configure_logging("marketing-cli", "warning", cfg.logging.format)
     return cfg

@@ -11,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import click
 from sqlalchemy import URL
@@ -19,6 +20,7 @@ from smsmta import __version__, settings
 from smsmta.db.engine import database
 
 SIDE_CHOICES = click.Choice(["mid", "marketing", "all"])
+C = TypeVar("C", settings.MidConfig, settings.MarketingConfig)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -165,17 +167,23 @@ def db_current(config_path: str | None, url: str | None, side: str | None) -> No
 # --- services ----------------------------------------------------------------------------
 
 
-def _load_mid(config_path: str) -> settings.MidConfig:
+def load_config(config_path: str, kind: type[C], needed: str = "service") -> C:
+    """Load `config_path` as `kind` (MidConfig or MarketingConfig); print the errors, exit 2."""
     try:
         cfg = settings.load(config_path)
     except settings.ConfigError as exc:
         for issue in exc.issues:
             click.echo(str(issue), err=True)
         sys.exit(2)
-    if not isinstance(cfg, settings.MidConfig):
-        click.echo(f"{config_path}: this service needs a 'kind: mid' settings file", err=True)
+    if not isinstance(cfg, kind):
+        side = "mid" if kind is settings.MidConfig else "marketing"
+        click.echo(f"{config_path}: this {needed} needs a 'kind: {side}' settings file", err=True)
         sys.exit(2)
     return cfg
+
+
+def _load_mid(config_path: str) -> settings.MidConfig:
+    return load_config(config_path, settings.MidConfig)
 
 
 def _require_schema(url: URL, side: str) -> None:
