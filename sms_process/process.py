@@ -18,7 +18,9 @@ What it runs until SIGTERM:
   batch is decoded while another waits on the database;
 - the KPI sync of deliveries of accounts without real-time KPIs (every kpi_sync_period):
   the delivery rows are locked, then their counters recounted from broad_log;
-- the purge: provider_msg_id and receipt history rows past their retention, in batches;
+- the purge (every purge_period): provider_msg_id, receipt history, final broad_log
+  messages whose status the marketing side has pulled, and stuck inbox rows, each past its
+  retention, in bounded batches with a pause between them (`purge` below);
 - /metrics when the settings give a port.
 
 SIGTERM: stop storing what arrives (unacknowledged, the SMSC sends it again), commit and
@@ -39,6 +41,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -54,7 +57,7 @@ from sms_process.receipts import AccountRules, BatchOutcome, InboxRow, Reconcile
 from sms_process.replies import ReplySender
 from smsmta import obs
 from smsmta.accounts import sync_accounts
-from smsmta.settings import Account, MidConfig, Mode
+from smsmta.settings import Account, MidConfig, Mode, SmsProcessService
 from smsmta.systemd import Notifier, keep_alive
 
 log = structlog.get_logger("sms_process")
@@ -97,15 +100,100 @@ OPEN_DELIVERIES = """
 SELECT id FROM mid.delivery WHERE account_id = ANY(%s) AND state IN ('pending', 'running', 'paused')
 """
 
-PURGES = (
-    # (table, timestamp column, settings attribute)
-    ("provider_msg_id", "created_at", "provider_msg_id_retention"),
-    ("receipt", "processed_at", "receipt_retention"),
-)
-PURGE = """
-DELETE FROM mid.{table} WHERE id IN (
-    SELECT id FROM mid.{table} WHERE {column} < now() - make_interval(secs => %s) LIMIT %s)
+# --- the purge (`purge` below) -----------------------------------------------------------
+# Every statement deletes at most `purge_batch` rows, reached through an index, in its own
+# short transaction (autocommit), then the purge sleeps `purge_pause`: the MTA's claims and
+# writes and the status pull's snapshot (pg_snapshot_xmin) never wait long on it.
+
+# provider ids first: with broad_log_retention >= provider_msg_id_retention (settings) the
+# ids of a message are gone before the message, so a receipt never matches an id whose
+# message was purged (it would be kept as unmatched after the match wait). By created_at
+# (ix_provider_msg_id_created_at).
+PURGE_PROVIDER_MSG_ID = """
+DELETE FROM mid.provider_msg_id WHERE id IN (
+    SELECT id FROM mid.provider_msg_id
+    WHERE created_at < now() - make_interval(secs => %(retention)s)
+    LIMIT %(batch)s)
 """
+
+# the receipt history, by processed_at (ix_receipt_processed_at); the unmatched and invalid
+# receipts kept for inspection (SPEC section 7) are counted as they go
+PURGE_RECEIPT = """
+WITH gone AS (
+    DELETE FROM mid.receipt WHERE id IN (
+        SELECT id FROM mid.receipt
+        WHERE processed_at < now() - make_interval(secs => %(retention)s)
+        LIMIT %(batch)s)
+    RETURNING result
+)
+SELECT count(*), count(*) FILTER (WHERE result IN ('unmatched', 'invalid')) FROM gone
+"""
+
+# Final messages past their retention, walked in (final_at, id) order on the partial index
+# ix_broad_log_final, `purge_batch` index entries a statement from where the previous one
+# stopped (keyset: never the same entries twice in a run). A candidate is deleted unless its
+# delivery was pushed through the mid API (mid.delivery_sync) and the marketing side has not
+# acknowledged its status yet: pulling from a cursor acknowledges every change up to it
+# (midsourcing.store.pull), so a row after `pulled_xid.pulled_id` may not have reached the
+# marketing side and stays (it is looked at again at the next run). Final is terminal (every
+# update out of a status is guarded by a non-final one), so no row changes under the purge;
+# rows locked by a receipt being handled are skipped and purged at the next run.
+PURGE_BROAD_LOG = """
+WITH candidate AS (
+    SELECT b.id, b.delivery_id, b.status_xid, b.final_at FROM mid.broad_log b
+    WHERE b.status IN ('delivered', 'failed', 'cancelled')
+      AND b.final_at < now() - make_interval(secs => %(retention)s)
+      AND (b.final_at, b.id) > (%(after_at)s::timestamptz, %(after_id)s::bigint)
+    ORDER BY b.final_at, b.id
+    LIMIT %(batch)s
+    FOR UPDATE OF b SKIP LOCKED
+), gone AS (
+    DELETE FROM mid.broad_log b USING candidate c
+    WHERE b.id = c.id AND NOT EXISTS (
+        SELECT 1 FROM mid.delivery_sync s
+        WHERE s.delivery_id = c.delivery_id AND (c.status_xid, c.id) > (s.pulled_xid, s.pulled_id))
+    RETURNING b.id
+), last AS (
+    SELECT final_at, id FROM candidate ORDER BY final_at DESC, id DESC LIMIT 1
+)
+SELECT (SELECT count(*) FROM candidate), (SELECT count(*) FROM gone),
+       (SELECT final_at FROM last), (SELECT id FROM last)
+"""
+
+# Inbox rows that are stuck: a long MO's part still `held`, or a receipt tried already
+# (attempts > 0), still there `inbox_retention` after it arrived (longer than the receipt
+# match wait and the MO reassembly timeout: settings), which normal handling would have
+# turned into an unmatched receipt or a stored MO long ago. Rows never tried (the SMS
+# process was down) are left to the work loops. Ids grow with arrival, so the walk goes in
+# id order (primary key: no index to maintain at receipt rate) and stops at the first batch
+# that reaches rows younger than the retention. Nothing goes silently: counted by account,
+# kind and held, logged, and in smsmta_purged_rows{table="inbox"}.
+PURGE_INBOX = """
+WITH candidate AS (
+    SELECT id, account_id, kind, held, attempts, received_at FROM mid.inbox
+    WHERE id > %(after_id)s
+    ORDER BY id
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM mid.inbox i USING candidate c
+    WHERE i.id = c.id AND (c.held OR c.attempts > 0)
+      AND c.received_at < now() - make_interval(secs => %(retention)s)
+    RETURNING c.account_id, c.kind, c.held
+), scanned AS (
+    SELECT count(*) AS n, max(id) AS last,
+           count(*) FILTER (WHERE received_at >= now() - make_interval(secs => %(retention)s))
+               AS young
+    FROM candidate
+)
+SELECT s.n, s.last, s.young, g.account_id, g.kind, g.held, g.rows
+FROM scanned s
+LEFT JOIN (SELECT account_id, kind::text, held, count(*) AS rows FROM gone GROUP BY 1, 2, 3) g
+    ON true
+"""
+
+#: called after each purge statement with (table, rows deleted, seconds): for benchmarks
+PurgeObserver = Callable[[str, int, float], None]
 
 
 class AlreadyRunning(Exception):
@@ -495,26 +583,154 @@ class SmsProcess:
             await asyncio.sleep(self.settings.purge_period)
 
 
-async def purge(conn: psycopg.AsyncConnection, settings: Any) -> dict[str, int]:
-    """Delete rows past their retention, `purge_batch` per statement; return counts."""
-    counts: dict[str, int] = {}
+async def purge(
+    conn: psycopg.AsyncConnection,
+    settings: SmsProcessService,
+    observe: PurgeObserver | None = None,
+) -> dict[str, int]:
+    """Delete what is past its retention, one bounded statement at a time; return counts.
+
+    In order: provider_msg_id, receipt, broad_log, inbox (the statements above say what
+    each takes and through which index). `conn` must be in autocommit: each statement is
+    its own short transaction, followed by `purge_pause`. Counts: rows deleted by table,
+    plus `receipt_unmatched` (unmatched and invalid receipts among the receipt history
+    purged) and `broad_log_unpulled` (final messages past their retention kept because the
+    marketing side has not pulled their status yet).
+
+    Deliveries stay: a mid.delivery row (with its KPI counters and mid.delivery_sync) is
+    one row per delivery, the summary the marketing side and operators still look up once
+    its messages are gone; only its messages are purged. Receipt history rows of a purged
+    message stay until their own retention (no foreign key: history of a message that is
+    no longer there). The message log (broad_log_msg) is never purged: it holds the
+    operators' qualifications, one row per normalised error.
+    """
+    counts = dict.fromkeys(
+        (
+            "provider_msg_id",
+            "receipt",
+            "receipt_unmatched",
+            "broad_log",
+            "broad_log_unpulled",
+            "inbox",
+        ),
+        0,
+    )
     batch = settings.purge_batch
-    for table, column, attribute in PURGES:
-        retention = getattr(settings, attribute)
-        total = 0
-        while True:
-            cursor = await conn.execute(
-                PURGE.format(table=table, column=column), (retention, batch)
-            )
-            deleted = cursor.rowcount
-            total += deleted
-            if deleted < batch:
-                break
-        counts[table] = total
-        if total:
-            obs.SP_PURGED.labels(table).inc(total)
-            log.info("sms_process.purged", table=table, rows=total)
+
+    async def pause() -> None:
+        if settings.purge_pause:
+            await asyncio.sleep(settings.purge_pause)
+
+    retention = settings.provider_msg_id_retention
+    while True:
+        cursor = await _timed(conn, PURGE_PROVIDER_MSG_ID, {"retention": retention, "batch": batch})
+        deleted = cursor.rowcount
+        counts["provider_msg_id"] += deleted
+        if observe is not None:
+            observe("provider_msg_id", deleted, cursor.seconds)
+        if deleted < batch:
+            break
+        await pause()
+
+    retention = settings.receipt_retention
+    while True:
+        cursor = await _timed(conn, PURGE_RECEIPT, {"retention": retention, "batch": batch})
+        deleted, unmatched = (await cursor.fetchone()) or (0, 0)
+        counts["receipt"] += deleted
+        counts["receipt_unmatched"] += unmatched
+        if observe is not None:
+            observe("receipt", deleted, cursor.seconds)
+        if deleted < batch:
+            break
+        await pause()
+
+    parameters: dict[str, Any] = {
+        "retention": settings.broad_log_retention,
+        "batch": batch,
+        "after_at": "-infinity",
+        "after_id": 0,
+    }
+    while True:
+        cursor = await _timed(conn, PURGE_BROAD_LOG, parameters)
+        scanned, deleted, last_at, last_id = (await cursor.fetchone()) or (0, 0, None, None)
+        counts["broad_log"] += deleted
+        counts["broad_log_unpulled"] += scanned - deleted
+        if observe is not None:
+            observe("broad_log", deleted, cursor.seconds)
+        if scanned < batch or last_id is None:
+            break
+        parameters["after_at"], parameters["after_id"] = last_at, last_id
+        await pause()
+
+    by_origin: dict[tuple[int, str, bool], int] = {}
+    parameters = {"retention": settings.inbox_retention, "batch": batch, "after_id": 0}
+    while True:
+        cursor = await _timed(conn, PURGE_INBOX, parameters)
+        rows = await cursor.fetchall()
+        scanned, last_id, young = rows[0][:3] if rows else (0, None, 0)
+        deleted = 0
+        for *_, account_id, kind, held, n in rows:
+            if n:
+                by_origin[(account_id, kind, held)] = by_origin.get((account_id, kind, held), 0) + n
+                deleted += n
+        counts["inbox"] += deleted
+        if observe is not None:
+            observe("inbox", deleted, cursor.seconds)
+        if scanned < batch or young or last_id is None:
+            break
+        parameters["after_id"] = last_id
+        await pause()
+
+    for table in ("provider_msg_id", "receipt", "broad_log", "inbox"):
+        if counts[table]:
+            obs.SP_PURGED.labels(table).inc(counts[table])
+            log.info("sms_process.purged", table=table, rows=counts[table])
+    if counts["receipt_unmatched"]:
+        log.warning(
+            "sms_process.purged_unmatched_receipts",
+            rows=counts["receipt_unmatched"],
+            retention_seconds=settings.receipt_retention,
+        )
+    if counts["broad_log_unpulled"]:
+        log.info(
+            "sms_process.purge_kept_unpulled",
+            rows=counts["broad_log_unpulled"],
+            note="final messages past their retention whose status the marketing side has "
+            "not pulled yet",
+        )
+    for (account_id, kind, held), n in sorted(by_origin.items()):
+        log.warning(
+            "sms_process.purged_inbox",
+            account_id=account_id,
+            kind=kind,
+            held=held,
+            rows=n,
+            retention_seconds=settings.inbox_retention,
+        )
     return counts
+
+
+class _TimedCursor:
+    """A cursor and how long its statement took."""
+
+    def __init__(self, cursor: psycopg.AsyncCursor[Any], seconds: float) -> None:
+        self.cursor = cursor
+        self.seconds = seconds
+        self.rowcount = cursor.rowcount
+
+    async def fetchone(self) -> Any:
+        return await self.cursor.fetchone()
+
+    async def fetchall(self) -> list[Any]:
+        return await self.cursor.fetchall()
+
+
+async def _timed(
+    conn: psycopg.AsyncConnection, query: str, parameters: dict[str, Any]
+) -> _TimedCursor:
+    started = time.monotonic()
+    cursor = await conn.execute(query, parameters)
+    return _TimedCursor(cursor, time.monotonic() - started)
 
 
 def run(config: MidConfig, dsn: str) -> int:

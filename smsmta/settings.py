@@ -416,11 +416,50 @@ class SmsProcessService(Service):
     receipt_retention: Seconds = Field(
         30 * 86400.0, description="receipt history rows older than this are purged"
     )
+    broad_log_retention: Seconds = Field(
+        90 * 86400.0,
+        description="final messages (delivered, failed, cancelled) are purged this long after "
+        "their final status, once the marketing side has pulled that status",
+    )
+    inbox_retention: Seconds = Field(
+        7 * 86400.0,
+        description="inbox rows still there this long after they arrived (held MO parts, "
+        "receipts that could not be handled) are purged, counted and logged",
+    )
     purge_period: Seconds = Field(600.0, description="how often the purge runs")
     purge_batch: int = Field(10_000, ge=100, le=1_000_000, description="rows deleted per statement")
+    purge_pause: float = Field(
+        0.05,
+        ge=0,
+        le=60,
+        description="seconds between two purge statements, so that the MTA is not starved",
+    )
     shutdown_timeout: Seconds = Field(
         30.0, description="SIGTERM: longest wait for stored work and replies before exiting"
     )
+
+    @model_validator(mode="after")
+    def _retentions_in_order(self) -> SmsProcessService:
+        # a message's provider ids are older than its final status: with this order they
+        # are purged before it, so a receipt never matches an id whose message is gone
+        if self.broad_log_retention < self.provider_msg_id_retention:
+            raise ValueError(
+                f"broad_log_retention ({self.broad_log_retention:g} s) must be at least "
+                f"provider_msg_id_retention ({self.provider_msg_id_retention:g} s)"
+            )
+        # the inbox purge is for rows that are stuck, never for receipts still waiting for
+        # their MT nor for long MO parts still waiting for their siblings
+        waits = {
+            "receipt_match_wait": self.receipt_match_wait,
+            "mo_reassembly_timeout": self.mo_reassembly_timeout,
+        }
+        for name, wait in waits.items():
+            if self.inbox_retention <= wait:
+                raise ValueError(
+                    f"inbox_retention ({self.inbox_retention:g} s) must be longer than "
+                    f"{name} ({wait:g} s)"
+                )
+        return self
 
 
 class MidConfig(_Model):

@@ -180,6 +180,13 @@ class BroadLog(MidBase):
             "lease_owner",
             postgresql_where=sql("status = 'sending'"),
         ),
+        # the purge: final messages by the time of their final status (keyset on final_at, id)
+        Index(
+            "ix_broad_log_final",
+            "final_at",
+            "id",
+            postgresql_where=sql("status IN ('delivered', 'failed', 'cancelled')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
