@@ -11,6 +11,12 @@ action the delivery's state forbids, 413 for a body over `mid.max_body_bytes`, 4
 request that is not valid (each error says where: `body.messages[42].to`), 503 when the
 database is unreachable. Every error body is a `Problem` ({error, message, errors}).
 
+Authentication fails closed: an ASGI gate in front of the application authenticates
+every request to a route that is not in `PUBLIC_PATHS` (health, OpenAPI document, docs)
+and checks the ADMINISTRATION right before anything else runs, the body is not even
+read, so a route added later is protected without anyone remembering to, and a caller
+without credentials learns nothing from the body's validation (401 before any 422).
+
 Metrics: requests by route template, method and status; durations; authentication
 failures by reason; pushed chunks and messages; the status sync lag. Logs: one JSON line
 per refused or failed request and per chunk, never a password or an Authorization header.
@@ -29,10 +35,13 @@ from typing import Annotated, Any
 
 import psycopg
 import structlog
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBasic, HTTPBearer
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from midsourcing import auth, status, store
 from midsourcing.preview import preview
@@ -120,6 +129,9 @@ class ApiError(Exception):
 
 
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="smsmta mid", charset="UTF-8"'}
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+"""Routes answered without credentials; every other route needs an ADMINISTRATION operator."""
+OPERATOR_SCOPE_KEY = "smsmta.operator"
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "description": text}
     for code, text in (
@@ -190,6 +202,19 @@ class Metrics:
         obs.MID_REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
 
 
+def _unparsable_body(cause: BaseException) -> ApiError:
+    """The 400 of a body FastAPI could not parse, saying why."""
+    if isinstance(cause, RecursionError):
+        reason = "the JSON is nested too deeply"
+    elif isinstance(cause, UnicodeDecodeError):
+        reason = f"not valid UTF-8 at byte {cause.start}"
+    else:
+        reason = f"cannot be parsed ({type(cause).__name__})"
+    return ApiError(
+        400, "invalid_body", f"body: {reason}", errors=[{"where": "body", "message": reason}]
+    )
+
+
 def _problem_response(exc: ApiError) -> JSONResponse:
     body = Problem(error=exc.error, message=exc.message, errors=exc.errors)
     return JSONResponse(body.model_dump(), status_code=exc.status, headers=exc.headers)
@@ -251,8 +276,13 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
             )
         return _problem_response(exc)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        cause = exc.__cause__
+        if isinstance(cause, ApiError):  # the body limit, hit while FastAPI read the body
+            return _problem_response(cause)
+        if exc.status_code == 400 and cause is not None:
+            return _problem_response(_unparsable_body(cause))
         error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _problem_response(
             ApiError(exc.status_code, error, str(exc.detail), dict(exc.headers or {}))
@@ -263,9 +293,14 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
         errors: list[dict[str, object]] = []
         for item in exc.errors()[:100]:
             loc = list(item.get("loc", ()))
+            message = str(item.get("msg", "")).removeprefix("Value error, ")
+            if item.get("type") == "json_invalid" and len(loc) == 2:
+                reason = (item.get("ctx") or {}).get("error", "")
+                message = f"not valid JSON at character {loc[1]}: {reason}"
+                loc = ["body"]
             entry: dict[str, object] = {
                 "where": _where(loc),
-                "message": str(item.get("msg", "")).removeprefix("Value error, "),
+                "message": message,
                 "type": item.get("type", ""),
             }
             if len(loc) >= 3 and loc[:2] == ["body", "messages"] and isinstance(loc[2], int):
@@ -294,13 +329,8 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
 
     Conn = Annotated[psycopg.AsyncConnection, Depends(connection)]
 
-    async def authenticated(
-        request: Request,
-        conn: Conn,
-        _basic: Annotated[Any, Depends(basic_scheme)] = None,
-        _bearer: Annotated[Any, Depends(bearer_scheme)] = None,
-    ) -> auth.OperatorRecord:
-        header = request.headers.get("authorization", "")
+    async def authenticate(header: str, conn: psycopg.AsyncConnection) -> auth.OperatorRecord:
+        """The operator an Authorization header names; ApiError 401 or 429 otherwise."""
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         value = value.strip()
@@ -345,9 +375,7 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
             401, "unauthorized", "authenticate with HTTP Basic or a bearer token", CHALLENGE
         )
 
-    async def administrator(
-        operator: Annotated[auth.OperatorRecord, Depends(authenticated)],
-    ) -> auth.OperatorRecord:
+    def require_administration(operator: auth.OperatorRecord) -> auth.OperatorRecord:
         if auth.ADMINISTRATION not in operator.rights:
             obs.MID_AUTH_FAILURES.labels("forbidden").inc()
             raise ApiError(
@@ -359,6 +387,74 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
             )
         return operator
 
+    async def authenticated(
+        request: Request,
+        conn: Conn,
+        _basic: Annotated[Any, Depends(basic_scheme)] = None,
+        _bearer: Annotated[Any, Depends(bearer_scheme)] = None,
+    ) -> auth.OperatorRecord:
+        known = request.scope.get(OPERATOR_SCOPE_KEY)
+        if isinstance(known, auth.OperatorRecord):  # the gate authenticated the request
+            return known
+        return await authenticate(request.headers.get("authorization", ""), conn)
+
+    async def administrator(
+        operator: Annotated[auth.OperatorRecord, Depends(authenticated)],
+    ) -> auth.OperatorRecord:
+        return require_administration(operator)
+
+    class Gate:
+        """ASGI middleware: authenticate and authorize before the route reads anything.
+
+        Every route but PUBLIC_PATHS is gated, so a new route is protected by default.
+        """
+
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            route = _route(scope) if scope["type"] == "http" else None
+            if route is None or getattr(route, "path", None) in PUBLIC_PATHS:
+                await self.app(scope, receive, send)
+                return
+            try:
+                async with pool.connection() as conn:
+                    operator = await authenticate(
+                        Headers(scope=scope).get("authorization", ""), conn
+                    )
+                scope[OPERATOR_SCOPE_KEY] = require_administration(operator)
+            except ApiError as exc:
+                scope["route"] = route  # the metrics' label: the route template
+                log.info(
+                    "request refused",
+                    path=scope.get("path", ""),
+                    status=exc.status,
+                    error=exc.error,
+                    detail=exc.message,
+                )
+                await _problem_response(exc)(scope, receive, send)
+                return
+            except psycopg.OperationalError as exc:
+                scope["route"] = route
+                log.warning("database unavailable", path=scope.get("path", ""), error=str(exc))
+                await _problem_response(
+                    ApiError(
+                        503, "database_unavailable", "the database is unavailable: retry later"
+                    )
+                )(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+
+    def _route(scope: Scope) -> Any:
+        partial = None
+        for route in app.router.routes:
+            match, _child = route.matches(scope)
+            if match == Match.FULL:
+                return route
+            if match == Match.PARTIAL and partial is None:
+                partial = route
+        return partial
+
     Admin = Annotated[auth.OperatorRecord, Depends(administrator)]
     DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the mid delivery id")]
 
@@ -369,7 +465,9 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
         expected = f"{operator.login}_{marketing_account}"
         account = accounts.get(expected)
         if account is None or not account.enabled or account.operator != operator.login:
-            state = "is disabled" if account is not None else "does not exist"
+            # another operator's account is reported as missing: nothing tells it exists
+            mine = account is not None and account.operator == operator.login
+            state = "is disabled" if mine else "does not exist"
             raise ApiError(
                 422,
                 "unknown_account",
@@ -569,5 +667,6 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
             counters=pulled.counters,
         )
 
+    app.add_middleware(Gate)
     app.add_middleware(Metrics, max_body_bytes=service.max_body_bytes)
     return app
