@@ -423,6 +423,16 @@ def ssl_context(settings: BindSettings) -> ssl.SSLContext | None:
     return context
 
 
+def tls_verification_error(settings: BindSettings, error: ssl.SSLCertVerificationError) -> str:
+    """What to tell the operator when the SMSC's certificate does not verify."""
+    reason = error.verify_message or error.reason or str(error)
+    return (
+        f"account {settings.name or settings.system_id!r}: TLS certificate of"
+        f" {settings.host}:{settings.port} not verified ({reason}); give its CA in"
+        " connection.tls_ca_file, or set smsc.skip_tls_verification (tests only)"
+    )
+
+
 async def connect(settings: BindSettings, handler: Handler) -> SmppConnection:
     """Open one connection and bind, all within the bind timeout; raise on failure."""
     loop = asyncio.get_running_loop()
@@ -476,6 +486,15 @@ class SmppClient:
         while not self._stopping.is_set():
             try:
                 conn = await connect(self.settings, self.handler)
+            except ssl.SSLCertVerificationError as error:
+                # no retry fixes this on our side: an error, naming the account and why
+                self._log.error(
+                    "smpp.bind_failed",
+                    host=self.settings.host,
+                    port=self.settings.port,
+                    error=tls_verification_error(self.settings, error),
+                    retry_in=self.settings.reconnect_delay,
+                )
             except (OSError, TimeoutError, BindError, ConnectionError) as error:
                 self._log.warning(
                     "smpp.bind_failed",

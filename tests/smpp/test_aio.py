@@ -324,3 +324,48 @@ async def test_gsm7_ucs2_and_multipart_messages_get_their_receipts(smsc: Smsc) -
     assert {r.provider_id for r in receipts} == {mid for mid, _, _ in first_parts.values()}
     assert {r.outcome for r in receipts} == {Outcome.DELIVERED}
     conn.close()
+
+
+async def test_tls_verification_failure_names_the_account_and_never_binds(
+    smsc: Smsc, certificate: tuple[Path, Path]
+) -> None:
+    """Through SmppClient, as the services run it: an error at every attempt, no bind."""
+    server, port = await tls_proxy(certificate, smsc.port)
+    recorder = Recorder()
+    client = SmppClient(settings(port, tls=True, name="acme_sms"), recorder)
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(client.run())
+        async with asyncio.timeout(20):
+            while client.reconnects < 2:
+                await asyncio.sleep(0.02)
+        await client.stop(0)
+        await task
+    failures = [e for e in logs if e["event"] == "smpp.bind_failed"]
+    assert len(failures) >= 2 and recorder.bound == 0 and smsc.counters.binds_total == 0
+    for failure in failures:
+        assert failure["log_level"] == "error"
+        assert "account 'acme_sms'" in failure["error"]
+        assert "certificate" in failure["error"] and f"127.0.0.1:{port}" in failure["error"]
+        assert "self-signed" in failure["error"] or "verify" in failure["error"]
+    server.close()
+
+
+async def test_skipped_tls_verification_warns_at_every_reconnect(
+    smsc: Smsc, certificate: tuple[Path, Path]
+) -> None:
+    server, port = await tls_proxy(certificate, smsc.port)
+    recorder = Recorder()
+    client = SmppClient(settings(port, tls=True, tls_verify=False, name="acme_sms"), recorder)
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(client.run())
+        for connects in range(1, 4):
+            await recorder.wait(lambda n=connects: recorder.bound == n)
+            assert client.connection is not None
+            if connects < 3:
+                client.connection.abort("test: cut the link")  # the client reconnects
+        await client.stop(0)
+        await task
+    warnings = [e for e in logs if e["event"] == "smpp.tls_verification_skipped"]
+    assert recorder.bound == 3 and len(warnings) == 3  # one per connect, not once
+    assert all(w["log_level"] == "warning" and w["account"] == "acme_sms" for w in warnings)
+    server.close()
