@@ -121,7 +121,7 @@ class Stack:
         with log.open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "smsmta.cli", *args],
-                env=self.env(),
+                env={**self.env(), "PGAPPNAME": f"bench {name}"},  # PostgreSQL CPU by client
                 stdout=out,
                 stderr=out,
                 cwd=ROOT,
@@ -241,11 +241,15 @@ def settings(ports: dict[str, int], args: argparse.Namespace, password: str) -> 
 class Sampler(threading.Thread):
     """Peak RSS and CPU seconds of every party, sampled every `period` seconds."""
 
-    def __init__(self, services: list[Service], postmaster: int | None, period: float) -> None:
+    def __init__(
+        self, services: list[Service], postmaster: int | None, period: float, dsn: str
+    ) -> None:
         super().__init__(daemon=True)
         self.services = services
         self.postmaster = postmaster
         self.period = period
+        self.dsn = dsn
+        self.clients: dict[int, str] = {}  # PostgreSQL backend pid -> the service it serves
         self.peak: dict[str, int] = {}
         self.cpu: dict[str, float] = {}  # last seen, per pid, summed per party at the end
         self._cpu_by_pid: dict[tuple[str, int], float] = {}
@@ -269,7 +273,25 @@ class Sampler(threading.Thread):
                 parties.append(("postgresql (sum)", [master, *master.children()]))
         return parties
 
+    def _backend_clients(self) -> None:
+        """Which service each PostgreSQL backend serves (by application_name)."""
+        with (
+            contextlib.suppress(psycopg.Error),
+            psycopg.connect(self.dsn, autocommit=True, application_name="bench bench") as c,
+        ):
+            for pid, app in c.execute(
+                "SELECT pid, application_name FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+            ).fetchall():
+                if app.startswith("bench "):
+                    self.clients[pid] = app.removeprefix("bench ")
+                elif app.startswith("smsmta sms-process"):
+                    self.clients[pid] = "sms-process"
+                elif app:
+                    self.clients.setdefault(pid, app)
+
     def sample(self) -> None:
+        if self.postmaster is not None:
+            self._backend_clients()
         for name, processes in self._parties():
             rss, pss = [], []
             for process in processes:
@@ -295,10 +317,21 @@ class Sampler(threading.Thread):
             self.sample()
 
     def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds per party; PostgreSQL's also split by the service each backend serves."""
         used: dict[str, float] = {}
         for (name, pid), value in self._cpu_by_pid.items():
-            used[name] = used.get(name, 0.0) + value - self._cpu_start[(name, pid)]
+            spent = value - self._cpu_start[(name, pid)]
+            used[name] = used.get(name, 0.0) + spent
+            if name.startswith("postgresql"):
+                client = f"postgresql for {self.clients.get(pid, '(server processes)')}"
+                used[client] = used.get(client, 0.0) + spent
         return used
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (every core, every process)."""
+    t = psutil.cpu_times()
+    return t.user + t.system + t.nice + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
 
 
 # --- one run -----------------------------------------------------------------------------
@@ -381,7 +414,7 @@ def one_run(url: str, count: int, args: argparse.Namespace, folder: Path) -> dic
             return binds["tx"] >= args.children * args.connections and binds["rx"] >= 1
 
         wait_until(stack, "MTA and SMS process binds", bound, 60)
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with psycopg.connect(dsn, autocommit=True, application_name="bench bench") as conn:
             wait_until(
                 stack,
                 "marketing templates",
@@ -391,9 +424,10 @@ def one_run(url: str, count: int, args: argparse.Namespace, folder: Path) -> dic
                 60,
             )
             pg_pid = postmaster_pid(conn)
-            sampler = Sampler(stack.services, pg_pid, args.sample)
+            sampler = Sampler(stack.services, pg_pid, args.sample, dsn)
             sampler.sample()
             sampler.start()
+            busy_start = busy_seconds()
             started = time.monotonic()
             with conn.transaction():
                 conn.execute(GENERATE[0], {"n": count})
@@ -422,6 +456,7 @@ def one_run(url: str, count: int, args: argparse.Namespace, folder: Path) -> dic
                     )
                 time.sleep(0.5)
             result["wall_s"] = time.monotonic() - started
+            result["machine_busy_s"] = busy_seconds() - busy_start
             sampler.stopping.set()
             sampler.join()
             sampler.sample()
@@ -522,8 +557,20 @@ def rows_of(result: dict[str, Any]) -> list[tuple[str, str]]:
     rows.append(("possible_duplicate flags (mid)", f"{result['possible_duplicates']:,}"))
     for name, value in sorted(result["peak_rss"].items()):
         rows.append((f"peak RSS {name}", mib(value)))
+    ours = sum(v for k, v in result["cpu"].items() if not k.startswith("postgresql for"))
+    cores = psutil.cpu_count() or 1
+    rows.append(
+        (
+            "machine busy (all processes)",
+            f"{result['machine_busy_s'] / result['wall_s']:.2f} of {cores} cores",
+        )
+    )
+    rows.append(
+        ("CPU of the stack / machine busy", f"{ours:,.1f} s / {result['machine_busy_s']:,.1f} s")
+    )
+    rows.append(("CPU of the stack per message", f"{ours / n * 1e3:.3f} ms"))
     for name, value in sorted(result["cpu"].items()):
-        rows.append((f"CPU {name}", f"{value:,.1f} s"))
+        rows.append((f"CPU {name}", f"{value:,.1f} s ({value / ours:.0%})"))
     for name, total, index in result["sizes"][:8]:
         rows.append((f"size {name} (indexes)", f"{mib(total)} ({mib(index)})"))
     return rows

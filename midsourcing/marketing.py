@@ -546,7 +546,11 @@ class Service:
             applied += changed
             lags[account] = max(lags.get(account, 0.0), lag)
             to_send, sent = await recompute_kpis(conn, delivery_id)
-            finished = mid_state == "done" or (mid_state == "cancelled" and to_send + sent == 0)
+            # `done` on the mid side says every message is final there, not that this side
+            # has pulled every change: a change committed while an older transaction still
+            # ran is held back by the pull (pg_snapshot_xmin) until a later page, so the
+            # delivery ends only when no message is left to send or sent here either
+            finished = mid_state in ("done", "cancelled") and to_send + sent == 0
             if (state == "pushed" and finished) or (state == "cancelled" and to_send + sent == 0):
                 await conn.execute(
                     "UPDATE marketing.delivery SET state = CASE WHEN state = 'pushed' "
