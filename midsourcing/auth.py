@@ -92,7 +92,7 @@ def new_token() -> tuple[str, str]:
 
 
 def check_login(login: str) -> str:
-    if not LOGIN_PATTERN.match(login):
+    if not LOGIN_PATTERN.fullmatch(login):
         raise OperatorError(
             f"invalid login {login!r}: 1 to 64 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
@@ -104,7 +104,7 @@ def normalize_rights(rights: list[str] | tuple[str, ...]) -> list[str]:
     result: list[str] = []
     for right in rights:
         name = right.strip().upper()
-        if not RIGHT_PATTERN.match(name):
+        if not RIGHT_PATTERN.fullmatch(name):
             raise OperatorError(f"invalid right {right!r}: upper-case letters, digits and '_'")
         if name not in result:
             result.append(name)
@@ -162,7 +162,7 @@ async def authenticate_password(
     """
     import asyncio
 
-    known_login = bool(LOGIN_PATTERN.match(login))
+    known_login = bool(LOGIN_PATTERN.fullmatch(login))
     if known_login:
         cursor = await conn.execute(BLOCKED_FOR, (login,))
         blocked = await cursor.fetchone()

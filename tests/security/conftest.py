@@ -1,7 +1,7 @@
 """Security test harness: a mid API with two rival operators, over HTTP or HTTPS.
 
 `secure_server(tls=...)` starts the real application (the one `smsmta mid` serves) in a
-thread under uvicorn, against a module database (tests.midsourcing.conftest.module_db).
+thread under uvicorn, against a database made for the session's security tests.
 Operators: `ops` (ADMINISTRATION, accounts ops_sms and ops_off), `viewer` (no right),
 `rival` (ADMINISTRATION, account rival_sms), `acme` and `acme_fr` (ADMINISTRATION; the
 account acme_fr_sms belongs to acme_fr, and its name is what acme + marketing account
@@ -17,25 +17,27 @@ import json
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import uvicorn
 from sqlalchemy import URL
 
 from midsourcing import auth
 from midsourcing.server import uvicorn_config
+from smsmta.db import migrate
 from smsmta.db.engine import libpq_dsn
 from smsmta.settings import MidConfig, load
-from tests.midsourcing.conftest import (  # noqa: F401
+from tests.midsourcing.conftest import (
     OPS_PASSWORD,
     VIEWER_PASSWORD,
     MidServer,
     free_port,
     mid_settings,
-    module_db,
 )
 
 RIVAL_PASSWORD = "rival-Pw-4471"
@@ -104,10 +106,27 @@ def stop_server(server: uvicorn.Server) -> None:
     server.thread.join(timeout=30)  # type: ignore[attr-defined]
 
 
-@pytest.fixture(scope="module")
-def operators(module_db: URL) -> dict[str, str]:  # noqa: F811
+@pytest.fixture(scope="session")
+def security_db(pg_server_url: URL) -> Iterator[URL]:
+    """A database with both schemas migrated, shared by the security tests."""
+    name = f"smsmta_security_{uuid.uuid4().hex[:12]}"
+    admin = libpq_dsn(pg_server_url)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = pg_server_url.set(database=name)
+    try:
+        for side in migrate.SIDE_NAMES:
+            migrate.upgrade(url, side)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def operators(security_db: URL) -> dict[str, str]:
     """Every operator of the harness, login -> password."""
-    dsn = libpq_dsn(module_db)
+    dsn = libpq_dsn(security_db)
     people = {
         "ops": (OPS_PASSWORD, ["ADMINISTRATION"]),
         "viewer": (VIEWER_PASSWORD, []),
@@ -120,14 +139,12 @@ def operators(module_db: URL) -> dict[str, str]:  # noqa: F811
     return {login: password for login, (password, _rights) in people.items()}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def rivals(
-    module_db: URL,  # noqa: F811
-    operators: dict[str, str],
-    tmp_path_factory: pytest.TempPathFactory,
+    security_db: URL, operators: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MidServer]:
     """The mid API over plain HTTP with the rival operators."""
-    server, mid = start_server(module_db, Path(tmp_path_factory.mktemp("rivals")))
+    server, mid = start_server(security_db, Path(tmp_path_factory.mktemp("rivals")))
     try:
         yield mid
     finally:
