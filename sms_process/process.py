@@ -102,7 +102,9 @@ SELECT id FROM mid.delivery WHERE account_id = ANY(%s) AND state IN ('pending', 
 
 # --- the purge (`purge` below) -----------------------------------------------------------
 # Every statement deletes at most `purge_batch` rows, reached through an index, in its own
-# short transaction (autocommit), then the purge sleeps `purge_pause`: the MTA's claims and
+# short transaction (autocommit), then the purge sleeps `purge_pause`. The rows to delete
+# are gathered first into an array (`id = ANY(ARRAY(...))`), so the delete itself goes by
+# primary key whatever the planner thinks of a join with the table: the MTA's claims and
 # writes and the status pull's snapshot (pg_snapshot_xmin) never wait long on it.
 
 # provider ids first: with broad_log_retention >= provider_msg_id_retention (settings) the
@@ -110,20 +112,20 @@ SELECT id FROM mid.delivery WHERE account_id = ANY(%s) AND state IN ('pending', 
 # message was purged (it would be kept as unmatched after the match wait). By created_at
 # (ix_provider_msg_id_created_at).
 PURGE_PROVIDER_MSG_ID = """
-DELETE FROM mid.provider_msg_id WHERE id IN (
+DELETE FROM mid.provider_msg_id WHERE id = ANY(ARRAY(
     SELECT id FROM mid.provider_msg_id
     WHERE created_at < now() - make_interval(secs => %(retention)s)
-    LIMIT %(batch)s)
+    LIMIT %(batch)s))
 """
 
 # the receipt history, by processed_at (ix_receipt_processed_at); the unmatched and invalid
 # receipts kept for inspection (SPEC section 7) are counted as they go
 PURGE_RECEIPT = """
 WITH gone AS (
-    DELETE FROM mid.receipt WHERE id IN (
+    DELETE FROM mid.receipt WHERE id = ANY(ARRAY(
         SELECT id FROM mid.receipt
         WHERE processed_at < now() - make_interval(secs => %(retention)s)
-        LIMIT %(batch)s)
+        LIMIT %(batch)s))
     RETURNING result
 )
 SELECT count(*), count(*) FILTER (WHERE result IN ('unmatched', 'invalid')) FROM gone
@@ -148,11 +150,13 @@ WITH candidate AS (
     LIMIT %(batch)s
     FOR UPDATE OF b SKIP LOCKED
 ), gone AS (
-    DELETE FROM mid.broad_log b USING candidate c
-    WHERE b.id = c.id AND NOT EXISTS (
-        SELECT 1 FROM mid.delivery_sync s
-        WHERE s.delivery_id = c.delivery_id AND (c.status_xid, c.id) > (s.pulled_xid, s.pulled_id))
-    RETURNING b.id
+    DELETE FROM mid.broad_log WHERE id = ANY(ARRAY(
+        SELECT c.id FROM candidate c
+        WHERE NOT EXISTS (
+            SELECT 1 FROM mid.delivery_sync s
+            WHERE s.delivery_id = c.delivery_id
+              AND (c.status_xid, c.id) > (s.pulled_xid, s.pulled_id))))
+    RETURNING id
 ), last AS (
     SELECT final_at, id FROM candidate ORDER BY final_at DESC, id DESC LIMIT 1
 )
@@ -176,10 +180,11 @@ WITH candidate AS (
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
 ), gone AS (
-    DELETE FROM mid.inbox i USING candidate c
-    WHERE i.id = c.id AND (c.held OR c.attempts > 0)
-      AND c.received_at < now() - make_interval(secs => %(retention)s)
-    RETURNING c.account_id, c.kind, c.held
+    DELETE FROM mid.inbox WHERE id = ANY(ARRAY(
+        SELECT id FROM candidate
+        WHERE (held OR attempts > 0)
+          AND received_at < now() - make_interval(secs => %(retention)s)))
+    RETURNING account_id, kind, held
 ), scanned AS (
     SELECT count(*) AS n, max(id) AS last,
            count(*) FILTER (WHERE received_at >= now() - make_interval(secs => %(retention)s))
