@@ -5,8 +5,9 @@ It logs in once with the account's operator and password (HTTP Basic on POST
 the password goes over the wire only on login and is never logged. Every failure is a
 `MidError` that says whether trying again can help (`retryable`: no answer, a timeout, a
 5xx, a 429) or not (any other 4xx: wrong credentials, missing right, unknown account,
-invalid request), and carries the mid server's own explanation. Touches: the network
-(the mid URL of the account), the marketing metrics.
+invalid request; a server certificate the account does not trust), and carries the mid
+server's own explanation. Touches: the network (the mid URL of the account), the
+marketing metrics.
 """
 
 from __future__ import annotations
@@ -85,6 +86,22 @@ class MidClient:
                 f"{self.account.mid_url}: no answer within {self.account.timeout:g} s "
                 f"({type(exc).__name__})",
                 retryable=True,
+            ) from None
+        except httpx.ConnectError as exc:
+            obs.MKT_REQUESTS.labels(self.account.name, endpoint, "error").inc()
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                trust = (
+                    f"the CA in ca_file {self.account.ca_file}"
+                    if self.account.ca_file
+                    else "the system's CAs (set ca_file to the CA of its certificate)"
+                )
+                raise MidError(
+                    f"{self.account.mid_url}: the mid server's TLS certificate is not trusted "
+                    f"by {trust}: {exc}",
+                    retryable=False,
+                ) from None
+            raise MidError(
+                f"{self.account.mid_url}: cannot reach the mid server: {exc}", retryable=True
             ) from None
         except httpx.HTTPError as exc:
             obs.MKT_REQUESTS.labels(self.account.name, endpoint, "error").inc()
