@@ -621,74 +621,84 @@ async def purge(
         0,
     )
     batch = settings.purge_batch
+    by_origin: dict[tuple[int, str, bool], int] = {}
+
+    def done(table: str, deleted: int, seconds: float) -> None:
+        counts[table] += deleted
+        if deleted:  # counted as it goes: a purge cut short by SIGTERM is counted too
+            obs.SP_PURGED.labels(table).inc(deleted)
+        if observe is not None:
+            observe(table, deleted, seconds)
 
     async def pause() -> None:
         if settings.purge_pause:
             await asyncio.sleep(settings.purge_pause)
 
-    retention = settings.provider_msg_id_retention
-    while True:
-        cursor = await _timed(conn, PURGE_PROVIDER_MSG_ID, {"retention": retention, "batch": batch})
-        deleted = cursor.rowcount
-        counts["provider_msg_id"] += deleted
-        if observe is not None:
-            observe("provider_msg_id", deleted, cursor.seconds)
-        if deleted < batch:
-            break
-        await pause()
+    try:
+        retention = settings.provider_msg_id_retention
+        while True:
+            cursor = await _timed(
+                conn, PURGE_PROVIDER_MSG_ID, {"retention": retention, "batch": batch}
+            )
+            done("provider_msg_id", cursor.rowcount, cursor.seconds)
+            if cursor.rowcount < batch:
+                break
+            await pause()
 
-    retention = settings.receipt_retention
-    while True:
-        cursor = await _timed(conn, PURGE_RECEIPT, {"retention": retention, "batch": batch})
-        deleted, unmatched = (await cursor.fetchone()) or (0, 0)
-        counts["receipt"] += deleted
-        counts["receipt_unmatched"] += unmatched
-        if observe is not None:
-            observe("receipt", deleted, cursor.seconds)
-        if deleted < batch:
-            break
-        await pause()
+        retention = settings.receipt_retention
+        while True:
+            cursor = await _timed(conn, PURGE_RECEIPT, {"retention": retention, "batch": batch})
+            deleted, unmatched = (await cursor.fetchone()) or (0, 0)
+            counts["receipt_unmatched"] += unmatched
+            done("receipt", deleted, cursor.seconds)
+            if deleted < batch:
+                break
+            await pause()
 
-    parameters: dict[str, Any] = {
-        "retention": settings.broad_log_retention,
-        "batch": batch,
-        "after_at": "-infinity",
-        "after_id": 0,
-    }
-    while True:
-        cursor = await _timed(conn, PURGE_BROAD_LOG, parameters)
-        scanned, deleted, last_at, last_id = (await cursor.fetchone()) or (0, 0, None, None)
-        counts["broad_log"] += deleted
-        counts["broad_log_unpulled"] += scanned - deleted
-        if observe is not None:
-            observe("broad_log", deleted, cursor.seconds)
-        if scanned < batch or last_id is None:
-            break
-        parameters["after_at"], parameters["after_id"] = last_at, last_id
-        await pause()
+        parameters: dict[str, Any] = {
+            "retention": settings.broad_log_retention,
+            "batch": batch,
+            "after_at": "-infinity",
+            "after_id": 0,
+        }
+        while True:
+            cursor = await _timed(conn, PURGE_BROAD_LOG, parameters)
+            scanned, deleted, last_at, last_id = (await cursor.fetchone()) or (0, 0, None, None)
+            counts["broad_log_unpulled"] += scanned - deleted
+            done("broad_log", deleted, cursor.seconds)
+            if scanned < batch or last_id is None:
+                break
+            parameters["after_at"], parameters["after_id"] = last_at, last_id
+            await pause()
 
-    by_origin: dict[tuple[int, str, bool], int] = {}
-    parameters = {"retention": settings.inbox_retention, "batch": batch, "after_id": 0}
-    while True:
-        cursor = await _timed(conn, PURGE_INBOX, parameters)
-        rows = await cursor.fetchall()
-        scanned, last_id, young = rows[0][:3] if rows else (0, None, 0)
-        deleted = 0
-        for *_, account_id, kind, held, n in rows:
-            if n:
-                by_origin[(account_id, kind, held)] = by_origin.get((account_id, kind, held), 0) + n
-                deleted += n
-        counts["inbox"] += deleted
-        if observe is not None:
-            observe("inbox", deleted, cursor.seconds)
-        if scanned < batch or young or last_id is None:
-            break
-        parameters["after_id"] = last_id
-        await pause()
+        parameters = {"retention": settings.inbox_retention, "batch": batch, "after_id": 0}
+        while True:
+            cursor = await _timed(conn, PURGE_INBOX, parameters)
+            rows = await cursor.fetchall()
+            scanned, last_id, young = rows[0][:3] if rows else (0, None, 0)
+            deleted = 0
+            for *_, account_id, kind, held, n in rows:
+                if n:
+                    key = (account_id, kind, held)
+                    by_origin[key] = by_origin.get(key, 0) + n
+                    deleted += n
+            done("inbox", deleted, cursor.seconds)
+            if scanned < batch or young or last_id is None:
+                break
+            parameters["after_id"] = last_id
+            await pause()
+    finally:
+        _log_purge(settings, counts, by_origin)
+    return counts
 
+
+def _log_purge(
+    settings: SmsProcessService,
+    counts: dict[str, int],
+    by_origin: dict[tuple[int, str, bool], int],
+) -> None:
     for table in ("provider_msg_id", "receipt", "broad_log", "inbox"):
         if counts[table]:
-            obs.SP_PURGED.labels(table).inc(counts[table])
             log.info("sms_process.purged", table=table, rows=counts[table])
     if counts["receipt_unmatched"]:
         log.warning(
@@ -712,7 +722,6 @@ async def purge(
             rows=n,
             retention_seconds=settings.inbox_retention,
         )
-    return counts
 
 
 class _TimedCursor:
