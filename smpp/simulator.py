@@ -14,9 +14,14 @@ What it does
     `inject_mo` or ``POST /mo`` (long ones split by `smpp.text.encode_message` with a
     concatenation UDH). Faults for tests: `resp_delay_ms`, `max_window` and `max_tps`
     (ESME_RTHROTTLED 0x58), `submit_fail_rate`, `drop_after` (abort the connection at the
-    Nth submit, which gets no answer), `receipt_before_resp`. A small HTTP/1.1 control
-    endpoint (`smpp.simulator_http`: ``GET /stats``, ``GET|POST /config``, ``POST /mo``)
-    serves the counters and changes the fault knobs at run time.
+    Nth submit, which gets no answer), `receipt_before_resp`, `answer_nothing` (accept
+    every submit and never answer it: the worst case of an MT timeout, where the SMSC took
+    the message and only its response is lost); and, at once, `drop_links` (abort every
+    connection) and `inject_garbage` (malformed PDUs or raw bytes written on live
+    sessions, see `GARBAGE_KINDS`). A small HTTP/1.1 control endpoint
+    (`smpp.simulator_http`: ``GET /stats``, ``GET|POST /config``, ``POST /mo``,
+    ``POST /drop_links``, ``POST /garbage``) serves the counters and changes the fault
+    knobs at run time, so a simulator in another process can be faulted too.
 
 Contract
     - Protocol rules are `smpp.session.Session` (Role.SMSC): enquire_link and unbind are
@@ -86,6 +91,7 @@ import dataclasses
 import gc
 import random
 import signal
+import struct
 import time
 import uuid
 from bisect import bisect_right
@@ -119,6 +125,7 @@ from smpp.text import DEFAULT_MAPPING, decode_short_message, encode_message
 
 __all__ = [
     "DEFAULT_FAILURE_STATS",
+    "GARBAGE_KINDS",
     "ID_FORMATS",
     "RUNTIME_FIELDS",
     "FailureStat",
@@ -198,8 +205,19 @@ RUNTIME_FIELDS = frozenset(
         "submit_fail_rate",
         "submit_fail_status",
         "receipt_before_resp",
+        "answer_nothing",
     }
 )
+
+#: What `Smsc.inject_garbage` can write on a live session, and what the ESME should do:
+#: bad_length: a header whose command_length is 8 (framing lost: reset the connection);
+#: unknown_command: a well-framed PDU with command_id 0x000000AB (answer generic_nack);
+#: truncated: a deliver_sm whose body stops inside a field, command_length matching what
+#: was sent (framing kept: answer with an error, go on); random: 64 random octets (framing
+#: lost when the first four make an impossible length; else a long wait for the rest,
+#: which only the ESME's own timers end).
+GARBAGE_KINDS = ("bad_length", "unknown_command", "truncated", "random")
+_GARBAGE_SEQUENCE = 0x7FFFFF00  # far above what our sessions number their own requests
 
 
 def _number(name: str, value: Any, low: float, high: float | None = None) -> None:
@@ -246,6 +264,8 @@ class SimulatorConfig:
     submit_fail_status: int = S.ESME_RSUBMITFAIL
     #: Send each receipt at submit time, before the submit_sm_resp (dlr_delay_ms ignored).
     receipt_before_resp: bool = False
+    #: Accept every submit (message id, receipt, duplicate key) but never send its response.
+    answer_nothing: bool = False
     control_host: str | None = None  # None: same as host
     control_port: int | None = None
     #: system_id the SMSC names itself with in bind responses.
@@ -279,8 +299,9 @@ class SimulatorConfig:
             _number(name, getattr(self, name), 0)
         _number("deliver_timeout_ms", self.deliver_timeout_ms, 1)
         _integer("submit_fail_status", self.submit_fail_status, 1, 0xFFFFFFFF)
-        if not isinstance(self.receipt_before_resp, bool):
-            raise ValueError("receipt_before_resp must be true or false")
+        for name in ("receipt_before_resp", "answer_nothing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false")
         for name in (
             "deliver_window",
             "deliver_max_attempts",
@@ -500,6 +521,9 @@ class _Counters:
         self.mo_injected = 0
         self.mo_sent = 0
         self.dropped_connections = 0
+        self.links_dropped = 0
+        self.responses_withheld = 0
+        self.garbage_injected = 0
         self.malformed = 0
         self.rejected = 0
         self.stray_responses = 0
@@ -749,6 +773,9 @@ class _Connection(asyncio.Protocol):
             return
         by_status[0] += 1
         message = smsc._accept_message(self, pdu, body, now)
+        if config.answer_nothing:
+            smsc.counters.responses_withheld += 1
+            return
         response = pdu.make_resp(message_id=message.message_id)
         if config.resp_delay_ms > 0:
             self.unanswered += 1
@@ -861,6 +888,8 @@ class Smsc:
         self._picker = OutcomePicker(self.config.fail_rate, self.config.dlr_failure_stats, seed)
         self._submit_random = random.Random(None if seed is None else f"{seed}/submit").random
         self._id_random = random.Random(None if seed is None else f"{seed}/id")
+        self._garbage_random = random.Random(None if seed is None else f"{seed}/garbage")
+        self._garbage_sequence = _GARBAGE_SEQUENCE
         self._outcomes = (
             _DELIVERED,
             *(_Outcome.of(s.stat, s.err) for s in self.config.dlr_failure_stats),
@@ -986,7 +1015,9 @@ class Smsc:
         included), deliver_sm_acked (ESME_ROK answers), deliver_sm_resent, deliver_sm_errors
         (error answers), deliver_sm_expired (no answer in time), deliver_sm_dropped (queue
         bound or attempts exhausted); mo_injected (messages), mo_sent (first sends of MO
-        parts); dropped_connections (drop_after), malformed, rejected (answered by the
+        parts); dropped_connections (drop_after), links_dropped (`drop_links`),
+        responses_withheld (`answer_nothing`), garbage_injected (connections
+        `inject_garbage` wrote on), malformed, rejected (answered by the
         session: wrong bind state or command), stray_responses. Gauges: connections,
         binds_active {tx, rx, trx}, responses_delayed, receipts_scheduled (waiting for
         dlr_delay_ms), receipts_pending (deliveries, receipts and MOs, waiting for a
@@ -1039,10 +1070,64 @@ class Smsc:
             "mo_injected": c.mo_injected,
             "mo_sent": c.mo_sent,
             "dropped_connections": c.dropped_connections,
+            "links_dropped": c.links_dropped,
+            "responses_withheld": c.responses_withheld,
+            "garbage_injected": c.garbage_injected,
             "malformed": c.malformed,
             "rejected": c.rejected,
             "stray_responses": c.stray_responses,
         }
+
+    def drop_links(self) -> int:
+        """Abort every connection now, bound or not, without unbind; return how many.
+
+        What the ESMEs see is a reset: the responses and receipts not written yet are
+        lost (receipts not answered go out again on the next receiver, as always).
+        """
+        connections = [conn for conn in self._connections if not conn.closed]
+        for conn in connections:
+            conn.abort("drop_links")
+        self.counters.links_dropped += len(connections)
+        if connections:
+            log.info("links_dropped", connections=len(connections))
+        return len(connections)
+
+    def inject_garbage(self, kind: str, binds: tuple[str, ...] = ("tx", "rx", "trx")) -> int:
+        """Write one piece of `kind` (see `GARBAGE_KINDS`) on every live bind of `binds`.
+
+        Written between two whole PDUs of the stream, so what follows is well framed again
+        for an ESME that kept its framing. Returns the number of connections written on.
+        Raises ValueError naming a bad kind or bind type.
+        """
+        if kind not in GARBAGE_KINDS:
+            raise ValueError(f"garbage kind {kind!r} is not one of {', '.join(GARBAGE_KINDS)}")
+        bad = set(binds) - set(_BIND_KINDS.values())
+        if bad or not binds:
+            raise ValueError(f"binds must be some of tx, rx, trx; got {sorted(binds)!r}")
+        written = 0
+        for conn in list(self._connections):
+            if conn.closed or conn.kind not in binds or conn.transport is None:
+                continue
+            conn.flush()  # what the session holds goes first: the garbage lands between PDUs
+            conn.transport.write(self._garbage(kind))
+            written += 1
+        self.counters.garbage_injected += written
+        log.info("garbage_injected", kind=kind, connections=written)
+        return written
+
+    def _garbage(self, kind: str) -> bytes:
+        self._garbage_sequence += 1
+        sequence = self._garbage_sequence
+        if kind == "bad_length":
+            return struct.pack(">IIII", 8, CommandId.deliver_sm, 0, sequence)
+        if kind == "unknown_command":
+            return struct.pack(">IIII", 16, 0x000000AB, 0, sequence)
+        if kind == "truncated":
+            # service_type "", source_addr TON/NPI, then source_addr without its NUL: the
+            # body ends inside a C-octet string.
+            body = b"\x00\x01\x01+3361234"
+            return struct.pack(">IIII", 16 + len(body), CommandId.deliver_sm, 0, sequence) + body
+        return self._garbage_random.randbytes(64)
 
     async def inject_mo(
         self,

@@ -6,10 +6,14 @@ What it does: serves one `smpp.simulator.Smsc` to test harnesses and operators.
 - ``GET /config``: the fields that can change at run time, with their values.
 - ``POST /config``: a JSON object of some of those fields (fail_rate, resp_delay_ms,
   max_tps, max_window, drop_after, dlr_delay_ms, submit_fail_rate, submit_fail_status,
-  receipt_before_resp); answers the new values.
+  receipt_before_resp, answer_nothing); answers the new values.
 - ``POST /mo``: ``{"source": "+336...", "destination": "38000", "text": "STOP",
   "data_coding": 8, "system_id": "..."}`` (destination, data_coding and system_id are
   optional): queues an MO for the receivers; answers ``{"parts": n}``.
+- ``POST /drop_links`` (no body): aborts every connection now; answers ``{"dropped": n}``.
+- ``POST /garbage``: ``{"kind": "bad_length", "binds": ["tx"]}`` (binds optional, default
+  all): writes that garbage on every live bind of those types (`Smsc.inject_garbage`);
+  answers ``{"written": n}``.
 
 Contract: one request per connection (the answer says ``Connection: close``); every
 answer is JSON. A request that cannot be read or understood (bad request line, header
@@ -48,7 +52,13 @@ _REASONS = {
     408: "Request Timeout",
     500: "Internal Server Error",
 }
-_ALLOWED = {"/stats": ("GET",), "/config": ("GET", "POST"), "/mo": ("POST",)}
+_ALLOWED = {
+    "/stats": ("GET",),
+    "/config": ("GET", "POST"),
+    "/mo": ("POST",),
+    "/drop_links": ("POST",),
+    "/garbage": ("POST",),
+}
 
 
 class _HttpError(Exception):
@@ -142,7 +152,9 @@ def _json_object(body: bytes) -> dict[str, Any]:
 def _route(smsc: Smsc, method: str, path: str, body: bytes) -> tuple[int, Any]:
     allowed = _ALLOWED.get(path)
     if allowed is None:
-        raise _HttpError(404, f"no such path {path[:80]!r}; try /stats, /config or /mo")
+        raise _HttpError(
+            404, f"no such path {path[:80]!r}; try /stats, /config, /mo, /drop_links or /garbage"
+        )
     if method not in allowed:
         return 405, {"error": f"{method} not allowed on {path}; use {', '.join(allowed)}"}
     if path == "/stats":
@@ -154,6 +166,22 @@ def _route(smsc: Smsc, method: str, path: str, body: bytes) -> tuple[int, Any]:
         try:
             return 200, smsc.update_config(**changes)
         except (ValueError, TypeError) as error:
+            raise _HttpError(400, str(error)) from None
+    if path == "/drop_links":
+        return 200, {"dropped": smsc.drop_links()}
+    if path == "/garbage":
+        request = _json_object(body)
+        unknown = set(request) - {"kind", "binds"}
+        if unknown:
+            raise _HttpError(400, f"unknown field(s) {', '.join(sorted(unknown))}")
+        kind, binds = request.get("kind"), request.get("binds", ["tx", "rx", "trx"])
+        if not isinstance(kind, str):
+            raise _HttpError(400, "'kind' is required and must be a string")
+        if not isinstance(binds, list) or not all(isinstance(b, str) for b in binds):
+            raise _HttpError(400, "'binds' must be a list of strings (tx, rx, trx)")
+        try:
+            return 200, {"written": smsc.inject_garbage(kind, tuple(binds))}
+        except ValueError as error:
             raise _HttpError(400, str(error)) from None
     # POST /mo
     request = _json_object(body)
