@@ -517,11 +517,11 @@ class Soak:
         row = {
             "minute": minute,
             "at": time.monotonic(),
-            "offered": self.offered - last["offered"],
+            "offered": self.offered - last["offered_total"],
             "offered_total": self.offered,
             "mt_per_s": (stats["accepted"] - last["accepted"]) / elapsed,
             "accepted": stats["accepted"],
-            "final": now.final - last["final"],
+            "final": now.final - last["final_total"],
             "final_total": now.final,
             "queue": now.queued,
             "sent": now.sent,
@@ -698,7 +698,12 @@ async def soak(args: argparse.Namespace, url: str, workdir: Path) -> int:
                 asyncio.create_task(state.run_faults(duration)),
                 asyncio.create_task(state.watch()),
             ]
-            last: dict[str, Any] = {"at": state.started, "offered": 0, "accepted": 0, "final": 0}
+            last: dict[str, Any] = {
+                "at": state.started,
+                "offered_total": 0,
+                "accepted": 0,
+                "final_total": 0,
+            }
             for minute in range(1, args.minutes + 1):
                 await asyncio.sleep(max(0.0, state.started + minute * 60 - time.monotonic()))
                 for task in tasks:
