@@ -628,7 +628,15 @@ async def _run(
 
     i = 0
     while i < len(cases):
-        link: Link = await get_link()  # type: ignore[misc]
+        try:
+            link: Link = await get_link()  # type: ignore[misc]
+        except (TimeoutError, OSError) as error:
+            tally.mismatches.append(
+                f"no bound connection after {i} of {len(cases)} cases ({error!r}):"
+                f" the peer is gone; last cases {[c.mutation for c in cases[max(0, i - 5) : i]]}"
+            )
+            await settle()
+            return
         if cases[i].expected.kind == "close":
             await settle()
             case = cases[i]
