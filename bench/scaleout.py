@@ -142,6 +142,7 @@ class Run:
     peak_tx_binds: int = 0
     worst_second: int = 0
     by_host: dict[str, int] = field(default_factory=dict)
+    connections: dict[str, int] = field(default_factory=dict)
     exits: list[int] = field(default_factory=list)
     load: tuple[float, float] = (0.0, 0.0)
     times: list[float] = field(default_factory=list)
@@ -254,7 +255,7 @@ async def drive(
         with (folder / f"{label}.log").open("wb") as log:
             processes[label] = subprocess.Popen(
                 [sys.executable, "-m", "smsmta.cli", command, "--config", str(path)],
-                env=env,
+                env={**env, "PGAPPNAME": label},  # libpq names each service's connections
                 cwd=ROOT,
                 stdout=log,
                 stderr=log,
@@ -289,7 +290,7 @@ async def drive(
                         url,
                         f"bench-{n}",
                         n * share,
-                        share if n else run.count - share * (run.hosts - 1),
+                        share if n < run.hosts - 1 else run.count - share * n,
                     )
                     for n, url in enumerate(urls)
                 )
@@ -303,6 +304,15 @@ async def drive(
                 return stats["binds_active"]["tx"] == binds and stats["binds_active"]["rx"] > 0
 
             await wait_for(bound, 60, f"{binds} transmitter binds up", processes)
+        with psycopg.connect(dsn, autocommit=True, application_name="bench") as conn:
+            rows = conn.execute(
+                "SELECT application_name, count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND backend_type = 'client backend' "
+                "AND application_name <> 'bench' GROUP BY 1"
+            ).fetchall()
+        for name, count in rows:  # the SMS process names its connections itself
+            key = "sms-process" if name.startswith("smsmta sms-process") else name
+            run.connections[key] = run.connections.get(key, 0) + count
         with psycopg.connect(dsn, autocommit=True) as conn:
             async with mid_client(urls[-1]) as client:  # any mid server sees every delivery
                 for delivery_id in deliveries:
@@ -439,6 +449,11 @@ def report(run: Run, args: argparse.Namespace) -> None:
     shares = ", ".join(f"{h} {n:,}" for h, n in sorted(run.by_host.items()))
     print(f"   submit_sm sent by each host (its MTA's metrics): {shares}")
     print(
+        "   database connections once bound (pg_stat_activity): "
+        + ", ".join(f"{name} {n}" for name, n in sorted(run.connections.items()))
+        + f"; total {sum(run.connections.values())}"
+    )
+    print(
         f"   transmitter binds at once, at most: {run.peak_tx_binds}"
         + (
             f" (max_binds {run.max_binds}); binds refused {run.binds_refused}"
@@ -458,6 +473,7 @@ def main() -> None:
     parser.add_argument("--cap-seconds", type=float, default=10.0, help="length of the capped run")
     parser.add_argument("--max-binds", type=int, default=3, help="of the capped run")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures as they come
     for name in ("messages", "children", "connections", "window", "max_binds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
