@@ -500,7 +500,12 @@ def one_run(url: str, count: int, args: argparse.Namespace, folder: Path) -> dic
     finally:
         if sampler is not None:
             sampler.stopping.set()
-        result["exit_codes"] = stack.stop()
+        # a second Ctrl-C (or `timeout` passing one on) must not leave services behind
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            result["exit_codes"] = stack.stop()
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def problems(result: dict[str, Any], fail_rate: float) -> list[str]:
@@ -603,7 +608,12 @@ def print_table(results: list[dict[str, Any]]) -> None:
                 print(f"  peak RSS {name:<22} x{b['peak_rss'][name] / a['peak_rss'][name]:.2f}")
 
 
+def interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, interrupted)  # stop the services and PostgreSQL too
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--messages", default="100000,1000000", help="sizes, comma-separated (default 100k,1M)"
@@ -682,9 +692,15 @@ def main() -> int:
             except RuntimeError as error:
                 failures.append(f"{count:,}: {error}")
                 print(f"  FAILED: {error}")
+            except KeyboardInterrupt:
+                failures.append(f"{count:,}: interrupted")
+                print("  interrupted: services stopped")
+                break
             finally:
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
                 with psycopg.connect(admin, autocommit=True) as conn:
                     conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                signal.signal(signal.SIGINT, previous)
         if results:
             pg = results[-1]["pg"]
             print(
