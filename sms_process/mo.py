@@ -270,6 +270,9 @@ class MoHandler:
             done.extend(ids)
             if part is None:  # a late duplicate part: nothing to store
                 continue
+            # PostgreSQL text cannot hold U+0000 (a Latin-1 or UCS-2 NUL octet from the
+            # phone or the SMSC): store the replacement character rather than fail the batch
+            text = text.replace("\x00", "\ufffd")
             account = self.accounts.get(part.account_id)
             pdu = part.pdu
             source = address(pdu.source_addr_ton, pdu.source_addr)

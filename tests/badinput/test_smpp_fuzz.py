@@ -313,14 +313,6 @@ NUL_TEXTS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug, sms_process/mo.py:316-318: an MO whose decoded text holds U+0000"
-    " (Latin-1 or UCS-2 NUL) makes the COPY into mid.in_sms raise DataError; the work loop"
-    " dies and the SMS process exits 1 (and the row stays in the inbox: it dies again at"
-    " every restart). Fix there, e.g. replace NUL by U+FFFD before storing; then remove this"
-    " mark.",
-)
 async def test_a_nul_octet_in_a_text_does_not_stop_the_sms_process(
     sms: SmsHarness,  # noqa: F811
 ) -> None:
@@ -345,5 +337,7 @@ async def test_a_nul_octet_in_a_text_does_not_stop_the_sms_process(
             return bool(n)
 
         await sms.until(stored, 30, "the MO after the NUL stored", process)
+        kept = await sms.scalar("SELECT count(*) FROM mid.in_sms WHERE strpos(text, '\ufffd') > 0")
+        assert kept == 2  # both MOs stored, NUL shown as the replacement character
         assert process.process.returncode is None
         assert await process.stop() == 0
