@@ -13,13 +13,14 @@
    delivery's counters), and the first batch of every purge statement
    (sms_process.process.PURGE_*). Statements that write run in a transaction rolled back.
 3. Runs the real `smsmta mta` against the simulator (own process, counting submits) with a
-   feeder keeping its queue full, and prints MT/s: without a purge, during a purge with the
-   production pause between batches (broad_log down to 141 days and the other tables at
-   their default retentions), during a purge of the rest (down to 90 days) without any
-   pause, and without a purge again; with each purge's rows/s and statement latencies.
+   feeder keeping its queue full, and prints MT/s: without a purge; during purges of the
+   old messages in equal bands, one for each pause between statements of `--pauses`;
+   during the purge of the other tables at their default retentions; and without a purge
+   again; with each purge's rows/s and statement latencies (p50, p99, max).
 
 Usage: .venv/bin/python bench/housekeeping.py [--rows 10000000] [--purge-rows N]
        [--database-url postgresql://user@host/db] [--baseline-seconds 15] [--children 2]
+       [--pauses 0,0.05,0.25] [--skip-mta]
 Without --database-url (or SMSMTA_DATABASE_URL), an embedded PostgreSQL 16 is started for
 the benchmark and stopped at the end; a database is created and dropped either way.
 """
@@ -291,7 +292,7 @@ def explain(conn: psycopg.Connection, title: str, query: str, params: Any) -> No
         print(f"   !! sequential scan of a big table: {big}")
     timing = next((line for line in plan if line.startswith("Execution Time")), "")
     match = re.search(r"([0-9.]+) ms", timing)
-    SUMMARY.append((title.split(",")[0].split(" (")[0], float(match.group(1)) if match else -1))
+    SUMMARY.append((title.split(" (")[0], float(match.group(1)) if match else -1))
 
 
 def plans(dsn: str, loaded: dict[str, Any], account: int, args: argparse.Namespace) -> None:
@@ -333,6 +334,12 @@ def plans(dsn: str, loaded: dict[str, Any], account: int, args: argparse.Namespa
         )
         explain(
             conn,
+            "status pull page, proposed rewrite (LIMIT on broad_log before the message-log join)",
+            CHANGES_PROPOSED,
+            {"delivery": delivery, "xid": xid, "id": row_id, "limit": 5001},
+        )
+        explain(
+            conn,
             f"status pull counters (midsourcing.store._COUNTERS), one delivery of "
             f"{loaded['per_delivery']:,} messages",
             _COUNTERS,
@@ -366,7 +373,23 @@ def plans(dsn: str, loaded: dict[str, Any], account: int, args: argparse.Namespa
         )
     print("\nExecution times (EXPLAIN ANALYZE):")
     for title, ms in SUMMARY:
-        print(f"   {title:<28} {ms:9.1f} ms")
+        print(f"   {title:<52} {ms:9.1f} ms")
+
+
+# midsourcing.store._CHANGES with the page taken from broad_log first: the planner can no
+# longer hash-join the whole rest of the delivery and sort it (what it does at 10M rows)
+CHANGES_PROPOSED = """
+SELECT b.status_xid, b.id, b.marketing_message_id, b.status::text, b.failure_type::text,
+       coalesce(m.key, b.failure_reason), b.updated_at
+FROM (SELECT * FROM mid.broad_log b
+      WHERE b.delivery_id = %(delivery)s AND b.status_xid > 0
+        AND (b.status_xid, b.id) > (%(xid)s, %(id)s)
+        AND b.status_xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+      ORDER BY b.status_xid, b.id
+      LIMIT %(limit)s) b
+LEFT JOIN mid.broad_log_msg m ON m.id = b.broad_log_msg_id
+ORDER BY b.status_xid, b.id
+"""
 
 
 # --- the MTA during a purge -------------------------------------------------------------
@@ -548,20 +571,32 @@ def mta_runs(dsn: str, url: Any, args: argparse.Namespace) -> None:
         )
         baseline, count = window_rate(submits, args.baseline_seconds)
         print(f"no purge: {baseline:,.0f} MT/s ({count:,} MT in {args.baseline_seconds:g} s)")
+        # the old final messages are 91 to 191 days old: one band of them a pause setting,
+        # the other tables out of the way (10 years) so that the bands compare
         defaults = SmsProcessService()
-        first = defaults.model_copy(update={"broad_log_retention": 141 * DAY})
-        result = purge_during(dsn, submits, first)
+        far = {
+            "provider_msg_id_retention": 3650 * DAY,
+            "receipt_retention": 3650 * DAY,
+            "inbox_retention": 3650 * DAY,
+            "broad_log_retention": 3650 * DAY,
+        }
+        bands = len(args.pauses)
+        for index, pause in enumerate(args.pauses):
+            days = 191 - 100 * (index + 1) / bands
+            settings = defaults.model_copy(
+                update={**far, "purge_pause": pause, "broad_log_retention": days * DAY}
+            )
+            result = purge_during(dsn, submits, settings)
+            print_purge(
+                f"purge of broad_log down to {days:.0f} days, pause {pause:g} s between "
+                f"statements of {settings.purge_batch:,}",
+                result,
+                baseline,
+            )
+        result = purge_during(dsn, submits, defaults)
         print_purge(
-            f"purge with the production pause ({first.purge_pause:g} s between statements, "
-            f"batch {first.purge_batch:,}; broad_log down to 141 days, other tables at their "
-            "default retentions)",
-            result,
-            baseline,
-        )
-        second = defaults.model_copy(update={"purge_pause": 0.0})
-        result = purge_during(dsn, submits, second)
-        print_purge(
-            f"purge without pause (batch {second.purge_batch:,}; broad_log down to 90 days)",
+            f"purge of the other tables at their default retentions, default pause "
+            f"{defaults.purge_pause:g} s",
             result,
             baseline,
         )
@@ -610,6 +645,12 @@ def main() -> None:
     )
     parser.add_argument("--baseline-seconds", type=float, default=15.0)
     parser.add_argument("--children", type=int, default=2)
+    parser.add_argument(
+        "--pauses",
+        type=lambda text: [float(p) for p in text.split(",")],
+        default=[0.0, 0.05, 0.25],
+        help="purge pauses to compare, one band of the old messages each (default 0,0.05,0.25)",
+    )
     parser.add_argument("--skip-mta", action="store_true", help="load and plans only")
     args = parser.parse_args()
     if args.rows < 100_000:
