@@ -32,6 +32,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -393,6 +394,7 @@ def one_run(args: argparse.Namespace, server_url: Any, run: Run) -> Run:
         run.peak_tx_binds = result.get("peak_tx_binds", 0)
         run.send_seconds = times[-1] - times[0] if len(times) > 1 else 0.0
         run.worst_second = max_in_any_second(times)
+        shutil.rmtree(folder, ignore_errors=True)  # the services' logs, kept when a run fails
         return run
     except BaseException:
         print(f"   logs of the failed run: {folder}")
@@ -487,6 +489,7 @@ def main() -> None:
             server_url, where = normalize_url(named), "the PostgreSQL of SMSMTA_DATABASE_URL"
         else:
             folder = Path(tempfile.mkdtemp(prefix="smsmta-bench-pg-"))
+            stack.callback(shutil.rmtree, folder, ignore_errors=True)  # after the server stops
             server_url = stack.enter_context(embedded(folder / "pgdata"))
             where = "embedded PostgreSQL 16 (pgserver, default settings, fsync on)"
         print("Scale-out benchmark: hosts (smsmta mid + smsmta mta) on one PostgreSQL, one account")
