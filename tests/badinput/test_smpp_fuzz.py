@@ -7,7 +7,8 @@ mutations, the expected answers and the drivers):
 2. the real SMS process (`smsmta sms-process`, a subprocess) whose receiver binds to the
    fake SMSC: it stores what it can, answers errors for the rest, matches nothing;
 3. the real MTA (`smsmta mta`, supervisor + one child) whose transmitter binds to it:
-   afterwards it still sends the queue;
+   afterwards it still sends the queue (in test_smpp_tls.py, which shares that MTA with
+   its TLS accounts: one MTA start for both);
 4. the simulator (`smsmta smsc-sim`, a subprocess) fuzzed by a raw-socket ESME.
 
 Each test prints its count table (`pytest -s`): PDUs sent by mutation, answers by kind,
@@ -34,7 +35,6 @@ from smpp.pdu import DeliverSm, SubmitSm
 from smpp.session import Timeouts
 from tests.badinput.smpp_fuzzer import (
     ESME_RX,
-    ESME_TX,
     SMSC_TRX,
     EsmeLinks,
     FakeSmsc,
@@ -44,13 +44,7 @@ from tests.badinput.smpp_fuzzer import (
     fuzz_smsc,
     make_cases,
 )
-from tests.mta.conftest import (
-    ROOT,
-    Harness,
-    free_port,
-    harness,  # noqa: F401  (the fixture)
-    mid_config,
-)
+from tests.mta.conftest import ROOT, free_port
 from tests.sms_process.conftest import (
     SmsHarness,
     sms,  # noqa: F401  (the fixture)
@@ -153,6 +147,27 @@ async def test_fuzz_our_smpp_client() -> None:
 
 # --- 2. the SMS process ---------------------------------------------------------------------
 
+# valid deliver_sm whose text holds a NUL: an MO with one once killed the SMS process (the
+# COPY into mid.in_sms); sent after the fuzz
+NUL_TEXTS = {
+    "mo_latin1": DeliverSm(
+        source_addr="33611111111",
+        destination_addr="38000",
+        data_coding=3,
+        short_message=b"A\x00B",
+    ),
+    "mo_ucs2": DeliverSm(
+        source_addr="33611111111",
+        destination_addr="38000",
+        data_coding=8,
+        short_message=b"\x00A\x00\x00",
+    ),
+    "receipt": valid_receipt(0, "NUL1").replace(
+        short_message=b"id:NUL1 sub:001 dlvrd:001 submit date:2601010000 done date:2601010001"
+        b" stat:DELIVRD err:000 Text:a\x00b"
+    ),
+}
+
 
 async def test_fuzz_the_sms_process_receiver(sms: SmsHarness) -> None:  # noqa: F811
     async with FakeSmsc() as smsc:
@@ -164,8 +179,11 @@ async def test_fuzz_the_sms_process_receiver(sms: SmsHarness) -> None:  # noqa: 
         await fuzz_esme(smsc, cases, tally)
         if process.process.returncode is not None:
             tally.crashes += 1
-        # afterwards: re-bound, a valid MO is stored and answered once stored
+        # afterwards: re-bound; texts holding NUL are stored, then a valid MO
         link = await smsc.bound_link(30)
+        for seq, name in enumerate(sorted(NUL_TEXTS), 0x60000010):
+            answer = await probe_answered(link, NUL_TEXTS[name].with_sequence_number(seq))
+            assert (answer.command_id, answer.command_status) == (CommandId.deliver_sm_resp, 0)
         mo = DeliverSm(
             sequence_number=0x60000002,
             source_addr="33699999999",
@@ -180,6 +198,11 @@ async def test_fuzz_the_sms_process_receiver(sms: SmsHarness) -> None:  # noqa: 
             return bool(n)
 
         await sms.until(stored, 30, "the valid MO stored after the fuzz", process)
+        kept = await sms.scalar(
+            "SELECT count(*) FROM mid.in_sms WHERE source_addr = '33611111111'"
+            " AND strpos(text, '\ufffd') > 0"
+        )
+        assert kept == 2  # both NUL MOs stored, NUL shown as the replacement character
         log = process.log()
         if "Traceback" in log:
             tally.crashes += 1
@@ -197,32 +220,7 @@ async def test_fuzz_the_sms_process_receiver(sms: SmsHarness) -> None:  # noqa: 
         assert await process.stop() == 0
 
 
-# --- 3. the MTA -----------------------------------------------------------------------------
-
-
-async def test_fuzz_the_mta_transmitter(harness: Harness) -> None:  # noqa: F811
-    async with FakeSmsc() as smsc:
-        path, config = harness.write_config(mid_config(smsc.port, children=1, connections=1))
-        mta = await harness.start_mta(path)
-        await smsc.bound_link(30)
-        children = {child.pid for child in mta.children()}
-        cases = make_cases(SEED + 2, ESME_TX, FUZZ_PDUS)
-        tally = Tally("MTA (transmitter)")
-        await fuzz_esme(smsc, cases, tally)
-        if mta.process.returncode is not None or {c.pid for c in mta.children()} != children:
-            tally.crashes += 1
-        if "Traceback" in mta.log():
-            tally.crashes += 1
-        # afterwards: the queue is still sent over the (re-)bound transmitter
-        await harness.enqueue(config, 20)
-
-        async def all_sent() -> bool:
-            return (await harness.statuses()).get("sent") == 20
-
-        await harness.wait_until(all_sent, 60, "the 20 MTs sent after the fuzz", mta)
-        assert smsc.submits == 20
-        report(tally, *smsc.all_links)
-        assert await mta.stop() == 0
+# --- 3. the MTA: in tests/badinput/test_smpp_tls.py, next to its TLS accounts (one MTA start)
 
 
 # --- 4. the simulator -----------------------------------------------------------------------
@@ -291,53 +289,3 @@ async def test_fuzz_the_simulator(tmp_path: Path) -> None:
             report(tally, *links.all_links)
         finally:
             links.close()
-
-
-NUL_TEXTS = {
-    "mo_latin1": DeliverSm(
-        source_addr="33611111111",
-        destination_addr="38000",
-        data_coding=3,
-        short_message=b"A\x00B",
-    ),
-    "mo_ucs2": DeliverSm(
-        source_addr="33611111111",
-        destination_addr="38000",
-        data_coding=8,
-        short_message=b"\x00A\x00\x00",
-    ),
-    "receipt": valid_receipt(0, "NUL1").replace(
-        short_message=b"id:NUL1 sub:001 dlvrd:001 submit date:2601010000 done date:2601010001"
-        b" stat:DELIVRD err:000 Text:a\x00b"
-    ),
-}
-
-
-async def test_a_nul_octet_in_a_text_does_not_stop_the_sms_process(
-    sms: SmsHarness,  # noqa: F811
-) -> None:
-    async with FakeSmsc() as smsc:
-        path, _ = sms.write_config(sms_config(smsc.port))
-        process = await sms.start_sms_process(path)
-        link = await smsc.bound_link(30)
-        for seq, name in enumerate(sorted(NUL_TEXTS), 5000):  # receipt last: it copes
-            answer = await probe_answered(link, NUL_TEXTS[name].with_sequence_number(seq))
-            assert (answer.command_id, answer.command_status) == (CommandId.deliver_sm_resp, 0)
-        after = DeliverSm(
-            sequence_number=5010,
-            source_addr="33699999999",
-            destination_addr="38000",
-            short_message=b"AFTER THE NUL",
-        )
-        link = await smsc.bound_link(30)
-        answer = await probe_answered(link, after)
-
-        async def stored() -> bool:
-            n = await sms.scalar("SELECT count(*) FROM mid.in_sms WHERE text = 'AFTER THE NUL'")
-            return bool(n)
-
-        await sms.until(stored, 30, "the MO after the NUL stored", process)
-        kept = await sms.scalar("SELECT count(*) FROM mid.in_sms WHERE strpos(text, '\ufffd') > 0")
-        assert kept == 2  # both MOs stored, NUL shown as the replacement character
-        assert process.process.returncode is None
-        assert await process.stop() == 0

@@ -1,39 +1,60 @@
-"""SMPP over TLS in the real MTA: a certificate that does not verify stops the account cold.
+"""The real MTA under bad input and over TLS: one MTA start, three accounts side by side.
 
-The simulator sits behind a TLS-terminating proxy with a self-signed certificate made by
-the test (`openssl`, as in tests/smpp/test_aio.py: `cryptography` is not in the venv).
-Verification on and no CA given: every bind attempt fails with an error that names the
-account and the reason, and no MT leaves. `smsc.skip_tls_verification`: the MTs go, and
-the warning is logged at every connect (the links are cut twice to count them).
+- `ops_sms` (plain TCP) binds its transmitter to the raw fake SMSC of
+  tests/badinput/smpp_fuzzer.py, which sends it mutated PDUs (the MTA target of
+  test_smpp_fuzz.py): every bad PDU gets SMPP's answer, no process dies, and the queue is
+  sent afterwards.
+- `ops_verify` and `ops_skip` use TLS to the simulator behind a TLS-terminating proxy with
+  a self-signed certificate made by the test (`openssl`, as in tests/smpp/test_aio.py:
+  `cryptography` is not in the venv). `ops_verify` verifies and has no CA: every bind
+  attempt fails with an error naming the account and the reason, and none of its MTs
+  leaves (they go back to the queue at stop). `ops_skip` sets
+  `smsc.skip_tls_verification`: its MTs go, and the warning is logged at every connect
+  (its links are cut twice to count them).
+
+Sharing one MTA keeps the suite short (an MTA start costs seconds on a loaded machine)
+and shows that one account's bad SMSC does not disturb the others.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from smpp.simulator import Smsc
+from smpp.simulator import SimulatorConfig, Smsc
+from smsmta.enqueue import DeliverySpec, create_delivery, enqueue
+from tests.badinput.smpp_fuzzer import ESME_TX, FakeSmsc, Tally, fuzz_esme, make_cases
+from tests.badinput.test_smpp_fuzz import FUZZ_PDUS, SEED, report
 from tests.mta.conftest import (
     ACCOUNT,
     Harness,
     harness,  # noqa: F401  (the fixture)
     mid_config,
-    smsc,  # noqa: F401  (the fixture)
 )
 from tests.smpp.test_aio import (
     certificate,  # noqa: F401  (the fixture)
     tls_proxy,
 )
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(120)
+
+VERIFYING, SKIPPING = "ops_verify", "ops_skip"
 
 
-def tls_config(port: int, *, skip: bool) -> str:
-    config = json.loads(mid_config(port, children=1, connections=1))
-    config["accounts"][0]["connection"]["tls"] = True
-    config["accounts"][0]["smsc"] = {"skip_tls_verification": skip}
+def three_accounts(fake_port: int, tls_port: int) -> str:
+    """ACCOUNT plain to the fake SMSC; VERIFYING and SKIPPING over TLS to the proxy."""
+    config = json.loads(mid_config(fake_port, children=1, connections=1))
+    plain = config["accounts"][0]
+    for name, system_id, skip in ((VERIFYING, "verifier", False), (SKIPPING, "skipper", True)):
+        account = copy.deepcopy(plain)
+        account["name"] = name
+        account["connection"].update(tls=True, port=tls_port, system_id=system_id)
+        account["smsc"] = {"skip_tls_verification": skip}
+        config["accounts"].append(account)
     return json.dumps(config, indent=2)
 
 
@@ -47,63 +68,89 @@ def log_events(text: str, event: str) -> list[dict]:
     return events
 
 
-async def test_mta_refuses_an_smsc_certificate_it_cannot_verify(
+async def fill(mid: Harness, account_id: int, count: int, tag: str) -> None:
+    async with await psycopg.AsyncConnection.connect(mid.dsn, autocommit=True) as db:
+        delivery = await create_delivery(db, account_id, DeliverySpec(tag))
+        rows = ((i, f"+3361{i:07d}", f"Hello {i}") for i in range(count))
+        await enqueue(db, delivery, account_id, rows)
+
+
+async def count_status(mid: Harness, account_id: int) -> dict[str, int]:
+    rows = await mid.query(
+        "SELECT status::text, count(*) FROM mid.broad_log WHERE account_id = %s GROUP BY 1",
+        account_id,
+    )
+    return dict(rows)
+
+
+async def test_mta_fuzzed_on_one_account_tls_refused_on_another_skipped_on_a_third(
     harness: Harness,  # noqa: F811
-    smsc: Smsc,  # noqa: F811
     certificate: tuple[Path, Path],  # noqa: F811
 ) -> None:
-    proxy, port = await tls_proxy(certificate, smsc.port)
-    try:
-        path, config = harness.write_config(tls_config(port, skip=False))
-        await harness.enqueue(config, 5)
-        mta = await harness.start_mta(path)
+    simulator = SimulatorConfig(
+        port=0, seed=7, accounts={"verifier": "secret", "skipper": "secret"}
+    )
+    async with Smsc(simulator) as smsc, FakeSmsc() as fake:
+        proxy, tls_port = await tls_proxy(certificate, smsc.port)
+        try:
+            path, config = harness.write_config(three_accounts(fake.port, tls_port))
+            ids = {n: await harness.account_id(config, n) for n in (ACCOUNT, VERIFYING, SKIPPING)}
+            await fill(harness, ids[VERIFYING], 5, "verify")
+            mta = await harness.start_mta(path)
+            await fake.bound_link(30)
 
-        async def failed_twice() -> bool:
-            return len(log_events(mta.log(), "smpp.bind_failed")) >= 2
+            # 1. the plain account's transmitter gets the mutated PDUs
+            children = {child.pid for child in mta.children()}
+            tally = Tally("MTA (transmitter)")
+            await fuzz_esme(fake, make_cases(SEED + 2, ESME_TX, FUZZ_PDUS), tally)
+            if mta.process.returncode is not None or {c.pid for c in mta.children()} != children:
+                tally.crashes += 1
+            if "Traceback" in mta.log():
+                tally.crashes += 1
 
-        await harness.wait_until(failed_twice, 60, "two failed TLS binds", mta)
-        for failure in log_events(mta.log(), "smpp.bind_failed"):
-            assert failure["level"] == "error", failure
-            assert f"account {ACCOUNT!r}" in failure["error"]
-            assert "certificate" in failure["error"] and "self-signed" in failure["error"]
-            assert failure["account"] == ACCOUNT
-        assert smsc.counters.binds_total == 0 and smsc.counters.submit_sm == 0
-        # claimed perhaps ("sending": held by the child), never on the wire
-        assert set(await harness.statuses()) <= {"pending", "sending"}
-        assert await harness.query("SELECT * FROM mid.provider_msg_id") == []
-        assert "secret" not in mta.log()
-        assert await mta.stop() == 0
-        assert await harness.statuses() == {"pending": 5}  # handed back unsent
-    finally:
-        proxy.close()
+            # 2. the skipping account: three connects (its links cut twice)
+            for binds in (1, 2, 3):
 
+                async def bound(n: int = binds) -> bool:
+                    return smsc.counters.binds_total >= n
 
-async def test_mta_skipping_verification_sends_and_warns_at_every_connect(
-    harness: Harness,  # noqa: F811
-    smsc: Smsc,  # noqa: F811
-    certificate: tuple[Path, Path],  # noqa: F811
-) -> None:
-    proxy, port = await tls_proxy(certificate, smsc.port)
-    try:
-        path, config = harness.write_config(tls_config(port, skip=True))
-        mta = await harness.start_mta(path)
-        for binds in (1, 2, 3):
+                await harness.wait_until(bound, 60, f"TLS bind number {binds}", mta)
+                if binds < 3:
+                    smsc.drop_links()
 
-            async def bound(n: int = binds) -> bool:
-                return smsc.counters.binds_total >= n and smsc.counters.connections_total >= n
+            # 3. afterwards both working accounts send their queue
+            await fill(harness, ids[ACCOUNT], 20, "plain")
+            await fill(harness, ids[SKIPPING], 5, "skip")
 
-            await harness.wait_until(bound, 60, f"bind number {binds}", mta)
-            if binds < 3:
-                smsc.drop_links()  # the MTA reconnects
-        await harness.enqueue(config, 5)
+            async def sent() -> bool:
+                return (await count_status(harness, ids[ACCOUNT])).get("sent") == 20 and (
+                    await count_status(harness, ids[SKIPPING])
+                ).get("sent") == 5
 
-        async def all_sent() -> bool:
-            return (await harness.statuses()).get("sent") == 5
+            await harness.wait_until(sent, 60, "the MTs of both working accounts sent", mta)
 
-        await harness.wait_until(all_sent, 60, "the 5 MTs sent over TLS", mta)
-        warnings = log_events(mta.log(), "smpp.tls_verification_skipped")
-        assert len(warnings) == smsc.counters.binds_total == 3, mta.log()[-3000:]
-        assert all(w["level"] == "warning" and w["account"] == ACCOUNT for w in warnings)
-        assert await mta.stop() == 0
-    finally:
-        proxy.close()
+            async def failed_twice() -> bool:
+                return len(log_events(mta.log(), "smpp.bind_failed")) >= 2
+
+            await harness.wait_until(failed_twice, 60, "two failed TLS binds", mta)
+            assert fake.submits == 20
+            report(tally, *fake.all_links)
+
+            log = mta.log()
+            assert smsc.counters.binds_total == 3  # ops_verify never bound
+            assert smsc.counters.submit_sm == 5
+            for failure in log_events(log, "smpp.bind_failed"):
+                assert failure["level"] == "error", failure
+                assert failure["account"] == VERIFYING
+                assert f"account {VERIFYING!r}" in failure["error"]
+                assert "certificate" in failure["error"] and "self-signed" in failure["error"]
+            warnings = log_events(log, "smpp.tls_verification_skipped")
+            assert len(warnings) == 3, log[-3000:]  # one at every connect, not once
+            assert all(w["level"] == "warning" and w["account"] == SKIPPING for w in warnings)
+            assert "secret" not in log
+            # ops_verify's MTs: claimed perhaps, never on the wire; handed back at stop
+            assert set(await count_status(harness, ids[VERIFYING])) <= {"pending", "sending"}
+            assert await mta.stop() == 0
+            assert await count_status(harness, ids[VERIFYING]) == {"pending": 5}
+        finally:
+            proxy.close()
