@@ -10,6 +10,10 @@ database URL in SMSMTA_DATABASE_URL. It registers its lease, then runs until SIG
   of dead children to the queue, take this child's rate share and bind slots of each
   account, let AIMD climb back; the first child also reports the queue depth.
 
+Orphaned: when SMSMTA_MTA_SUPERVISOR_PID names the supervisor and the child's parent is
+no longer that process (the supervisor was killed), the heartbeat stops the child as
+SIGTERM would: an orphan must not go on sending next to a new supervisor's children.
+
 SIGTERM: stop claiming, wait for the answers on the wire (at most shutdown_timeout),
 write every outcome, hand unsent claims back, unbind, drop the lease, exit 0.
 Touches: the database (four connections), SMPP sockets, signals, metrics files.
@@ -39,6 +43,7 @@ from smsmta.settings import Mode
 log = structlog.get_logger("mta.child")
 
 NOTIFY_CHANNEL = "smsmta_queue"
+SUPERVISOR_PID_ENV = "SMSMTA_MTA_SUPERVISOR_PID"  # set by mta.supervisor
 HEARTBEAT = 1.0
 
 QUEUE_DEPTH = """
@@ -72,6 +77,12 @@ class Child:
         self.stopping = asyncio.Event()
         self.failed: BaseException | None = None
         self._last_renewal = 0.0
+        supervisor = os.environ.get(SUPERVISOR_PID_ENV, "")
+        self.supervisor_pid = int(supervisor) if supervisor.isdigit() else None
+
+    def orphaned(self) -> bool:
+        """True when the supervisor that started this child is gone."""
+        return self.supervisor_pid is not None and os.getppid() != self.supervisor_pid
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -176,6 +187,10 @@ class Child:
         while True:
             await asyncio.sleep(HEARTBEAT)
             beats += 1
+            if self.orphaned():
+                log.error("mta.supervisor_gone", owner=self.lease.owner, pid=self.supervisor_pid)
+                self.stopping.set()
+                return
             try:
                 self.coord = await self._fresh(self.coord)
                 renewed = await self.lease.renew(self.coord)

@@ -16,7 +16,8 @@ In TRX mode the same binds receive receipts and MOs: each is stored in the inbox
 
 Answers go through the retry policy (`mta.retry`) and the writer (`mta.writer`);
 throttling answers feed AIMD and put the part back after a back-off; a part with no
-answer (timeout, lost link) is sent again at once, flagged as a possible duplicate.
+answer (timeout, lost link) is sent again at once, flagged as a possible duplicate, and
+a timeout resets its bind first: the parts in flight on it are resent on a new bind.
 Touches: SMPP connections (through smpp.aio), the database (claims), metrics.
 """
 
@@ -341,6 +342,13 @@ class AccountSender(BaseHandler):
         self._resolved(conn, mt, index)
 
     def on_expired(self, conn: SmppConnection, expired: Expired, reason: str) -> None:
+        if reason == "timeout":
+            # No answer within mt_timeout: the link is presumed dead (a network cut without
+            # FIN looks exactly like this). Resending on it would put a second copy of every
+            # part behind the first in the same stalled stream, and both would reach the
+            # SMSC once it flows again: reset it, so that the parts in flight on this bind,
+            # its window at most, are the only ones sent twice (Kannel's default too).
+            conn.abort(f"no answer to a submit within {self.account.throughput.mt_timeout:g} s")
         mt, index, _ = expired.context
         self.m_in_flight.dec()  # off the wire; counted again if it goes back on
         self.m_dups.inc()

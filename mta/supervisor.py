@@ -5,6 +5,9 @@
 - syncs `mid.external_account` with the settings file;
 - starts `mta.children` child processes (`python -m mta.child`), real OS processes that
   share nothing but the database;
+- passes its pid to the children (SMSMTA_MTA_SUPERVISOR_PID): a child whose supervisor
+  died (SIGKILL, OOM) drains and exits by itself instead of sending on unsupervised
+  next to the children of the supervisor started in its place;
 - restarts a child that exits without being asked, after a back-off that doubles from
   1 s to 30 s and resets once a child has lived a minute (logged and counted);
 - on SIGTERM or SIGINT forwards SIGTERM to every child, waits for them to drain (their
@@ -42,6 +45,8 @@ from smsmta.systemd import Notifier
 log = structlog.get_logger("mta.supervisor")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Read by mta.child: the supervisor's pid, so that a child outliving it stops.
+SUPERVISOR_PID_ENV = "SMSMTA_MTA_SUPERVISOR_PID"
 BACKOFF_START, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 60.0
 
 
@@ -68,6 +73,7 @@ class Supervisor:
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env[DATABASE_URL_ENV] = self.url
+        env[SUPERVISOR_PID_ENV] = str(os.getpid())  # a child whose parent is gone stops
         return env
 
     def spawn(self, slot: _Slot) -> None:
