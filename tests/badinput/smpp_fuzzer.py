@@ -556,6 +556,9 @@ class FakeSmsc:
         self.all_links: list[Link] = []
         self.bound = asyncio.Event()
         self.submits = 0
+        #: answer that many submit_sm with a malformed submit_sm_resp (their sequence numbers)
+        self.bad_submit_resps = 0
+        self.bad_resp_sequences: list[int] = []
 
     async def __aenter__(self) -> FakeSmsc:
         self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -576,9 +579,15 @@ class FakeSmsc:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         def on_request(link: Link, pdu: Pdu) -> None:
-            _answer_esme_request(link, pdu)
             if pdu.command_id == C.submit_sm:
                 self.submits += 1
+                if self.bad_submit_resps > 0:  # a message_id without its NUL, over 65 octets
+                    self.bad_submit_resps -= 1
+                    bad = _with_header(b"9" * 70, C.submit_sm_resp, pdu.sequence_number)
+                    self.bad_resp_sequences.append(pdu.sequence_number)
+                    link.send(bad)
+                    return
+            _answer_esme_request(link, pdu)
             if pdu.command_id in BINDS:
                 self.links.append(link)
                 self.bound.set()

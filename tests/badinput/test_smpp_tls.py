@@ -47,7 +47,7 @@ VERIFYING, SKIPPING = "ops_verify", "ops_skip"
 
 def three_accounts(fake_port: int, tls_port: int) -> str:
     """ACCOUNT plain to the fake SMSC; VERIFYING and SKIPPING over TLS to the proxy."""
-    config = json.loads(mid_config(fake_port, children=1, connections=1))
+    config = json.loads(mid_config(fake_port, children=1, connections=1, mt_timeout=1.0))
     plain = config["accounts"][0]
     for name, system_id, skip in ((VERIFYING, "verifier", False), (SKIPPING, "skipper", True)):
         account = copy.deepcopy(plain)
@@ -118,7 +118,10 @@ async def test_mta_fuzzed_on_one_account_tls_refused_on_another_skipped_on_a_thi
                 if binds < 3:
                     smsc.drop_links()
 
-            # 3. afterwards both working accounts send their queue
+            # 3. afterwards both working accounts send their queue; the first two submit_sm
+            # of the plain account get a malformed submit_sm_resp: not answered, the MTs time
+            # out (mt_timeout), the bind is reset and they are sent again
+            fake.bad_submit_resps = 2
             await fill(harness, ids[ACCOUNT], 20, "plain")
             await fill(harness, ids[SKIPPING], 5, "skip")
 
@@ -133,7 +136,14 @@ async def test_mta_fuzzed_on_one_account_tls_refused_on_another_skipped_on_a_thi
                 return len(log_events(mta.log(), "smpp.bind_failed")) >= 2
 
             await harness.wait_until(failed_twice, 60, "two failed TLS binds", mta)
-            assert fake.submits == 20
+            assert fake.submits >= 22 and len(fake.bad_resp_sequences) == 2
+            resends = await harness.query(
+                "SELECT count(*) FROM mid.broad_log WHERE account_id = %s AND possible_duplicate",
+                ids[ACCOUNT],
+            )
+            assert resends[0][0] >= 2
+            for link in fake.all_links:  # a bad response is never answered
+                assert not set(fake.bad_resp_sequences) & set(link.answers)
             report(tally, *fake.all_links)
 
             log = mta.log()
