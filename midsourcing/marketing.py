@@ -221,7 +221,7 @@ async def create_delivery(
 # --- reading deliveries ---------------------------------------------------------------------
 
 KPI_COLUMNS = ("to_send", "sent", "delivered", "failed_hard", "failed_soft", "cancelled")
-NO_REASON = "(no reason given)"
+RECOUNT_AFTER = 10.0  # see Service._kpis
 
 
 async def list_deliveries(conn: psycopg.AsyncConnection, limit: int = 50) -> list[dict[str, Any]]:
@@ -307,7 +307,7 @@ RETURNING d.to_send, d.sent
 """
 RECOMPUTE_ERRORS = """
 INSERT INTO marketing.delivery_error (delivery_id, error, failure_type, count)
-SELECT %(id)s, coalesce(failure_reason, %(no_reason)s),
+SELECT %(id)s, coalesce(failure_reason, '(no reason given)'),
        CASE WHEN status = 'failed_soft' THEN 'soft' ELSE 'hard' END, count(*)
 FROM marketing.delivery_message
 WHERE delivery_id = %(id)s AND status IN ('failed_hard', 'failed_soft')
@@ -325,89 +325,8 @@ async def recompute_kpis(conn: psycopg.AsyncConnection, delivery_id: int) -> tup
         await conn.execute(
             "DELETE FROM marketing.delivery_error WHERE delivery_id = %s", (delivery_id,)
         )
-        await conn.execute(RECOMPUTE_ERRORS, {"id": delivery_id, "no_reason": NO_REASON})
+        await conn.execute(RECOMPUTE_ERRORS, {"id": delivery_id})
     return (int(row[0]), int(row[1])) if row else (0, 0)
-
-
-# A page of status changes in one statement that also says what moved: every CTE reads the
-# rows as they were before the UPDATE, so `old` holds the statuses the page replaces.
-APPLY_CHANGES = """
-WITH v AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(reasons)s::text[])
-        AS v(id, status, reason)
-), old AS (
-    SELECT m.id, m.status::text AS status, m.failure_reason AS reason
-    FROM marketing.delivery_message m JOIN v ON v.id = m.id
-    WHERE m.delivery_id = %(delivery)s
-), changed AS (
-    UPDATE marketing.delivery_message m SET status = v.status::marketing.message_status,
-        failure_reason = v.reason, updated_at = now()
-    FROM v WHERE m.id = v.id AND m.delivery_id = %(delivery)s
-    RETURNING m.id
-)
-SELECT old.status, old.reason, v.status, v.reason, count(*)
-FROM changed JOIN old ON old.id = changed.id JOIN v ON v.id = changed.id
-GROUP BY 1, 2, 3, 4
-"""
-UPDATE_KPIS = """
-UPDATE marketing.delivery SET to_send = to_send + %(to_send)s, sent = sent + %(sent)s,
-    delivered = delivered + %(delivered)s, failed_hard = failed_hard + %(failed_hard)s,
-    failed_soft = failed_soft + %(failed_soft)s, cancelled = cancelled + %(cancelled)s,
-    updated_at = now()
-WHERE id = %(id)s
-"""
-UPDATE_ERRORS = """
-INSERT INTO marketing.delivery_error (delivery_id, error, failure_type, count)
-SELECT %(id)s, v.error, v.failure_type, v.delta
-FROM unnest(%(errors)s::text[], %(types)s::text[], %(deltas)s::integer[])
-    AS v(error, failure_type, delta)
-ON CONFLICT (delivery_id, error) DO UPDATE
-SET failure_type = EXCLUDED.failure_type,
-    count = marketing.delivery_error.count + EXCLUDED.count
-"""
-
-
-async def apply_kpi_changes(
-    conn: psycopg.AsyncConnection,
-    delivery_id: int,
-    moves: list[tuple[str, str | None, str, str | None, int]],
-) -> None:
-    """Move the KPIs by the (old status, old reason, new status, new reason, count) rows.
-
-    The pull applies each page's KPI moves in the page's transaction instead of counting
-    the delivery's messages again (that count grows with the delivery: about 0.3 s of
-    PostgreSQL CPU at 500,000 messages, at every pull); `recompute_kpis` still recounts
-    once when the delivery looks finished, so the final KPIs are a count, not a sum.
-    """
-    kpis = dict.fromkeys(KPI_COLUMNS, 0)
-    errors: dict[str, list[Any]] = {}  # error -> [failure type, delta]
-    for old, old_reason, new, new_reason, count in moves:
-        kpis[old] -= count
-        kpis[new] += count
-        if old in ("failed_hard", "failed_soft"):
-            error = errors.setdefault(old_reason or NO_REASON, [old.removeprefix("failed_"), 0])
-            error[1] -= count
-        if new in ("failed_hard", "failed_soft"):
-            error = errors.setdefault(new_reason or NO_REASON, [new.removeprefix("failed_"), 0])
-            error[0] = new.removeprefix("failed_")
-            error[1] += count
-    if any(kpis.values()):
-        await conn.execute(UPDATE_KPIS, {**kpis, "id": delivery_id})
-    moved = {error: entry for error, entry in errors.items() if entry[1]}
-    if moved:
-        await conn.execute(
-            UPDATE_ERRORS,
-            {
-                "id": delivery_id,
-                "errors": list(moved),
-                "types": [entry[0] for entry in moved.values()],
-                "deltas": [entry[1] for entry in moved.values()],
-            },
-        )
-        await conn.execute(
-            "DELETE FROM marketing.delivery_error WHERE delivery_id = %s AND count <= 0",
-            (delivery_id,),
-        )
 
 
 async def cancel_local(conn: psycopg.AsyncConnection, delivery_id: int) -> None:
@@ -448,6 +367,8 @@ class Service:
         self.settings = config.marketing
         self.clients = clients if clients is not None else {}
         self.stopping = asyncio.Event()
+        # delivery -> (loop time of its last KPI count, seconds it took, (to_send, sent))
+        self._counted: dict[int, tuple[float, float, tuple[int, int]]] = {}
 
     def client(self, account: str) -> MidClient:
         if account not in self.clients:
@@ -627,15 +548,8 @@ class Service:
                 continue
             applied += changed
             lags[account] = max(lags.get(account, 0.0), lag)
-            kpi = await conn.execute(
-                "SELECT to_send, sent FROM marketing.delivery WHERE id = %s", (delivery_id,)
-            )
-            to_send, sent = await kpi.fetchone() or (0, 0)
-            # a count to be sure when the delivery looks finished here or on the mid side,
-            # and when a pull brings nothing (a count racing a page must not stick)
             final_there = mid_state in ("done", "cancelled")
-            if to_send + sent == 0 or not changed or state == "cancelled" or final_there:
-                to_send, sent = await recompute_kpis(conn, delivery_id)
+            to_send, sent = await self._kpis(conn, delivery_id, final_there)
             # `done` on the mid side says every message is final there, not that this side
             # has pulled every change: a change committed while an older transaction still
             # ran is held back by the pull (pg_snapshot_xmin) until a later page, so the
@@ -651,6 +565,29 @@ class Service:
         for account, lag in lags.items():
             obs.MKT_SYNC_LAG.labels(account).set(lag)
         return applied
+
+    async def _kpis(
+        self, conn: psycopg.AsyncConnection, delivery_id: int, now: bool
+    ) -> tuple[int, int]:
+        """Recompute a delivery's KPIs after a pull; (to_send, sent).
+
+        Counting costs time in proportion to the delivery (about 0.3 s of PostgreSQL CPU
+        at 500,000 messages): counted at every pull, a big delivery's KPIs made the cost
+        grow with the square of its size (bench/e2e.py). So a delivery is counted again
+        only RECOUNT_AFTER times as long after its last count as that count took, which
+        bounds counting to about 1/RECOUNT_AFTER of a core per delivery; at once when
+        `now` (the mid side says every message is final).
+        """
+        at = asyncio.get_running_loop().time()
+        last = self._counted.get(delivery_id)
+        if last is not None and not now and at - last[0] < last[1] * RECOUNT_AFTER:
+            return last[2]
+        to_send, sent = await recompute_kpis(conn, delivery_id)
+        took = asyncio.get_running_loop().time() - at
+        if len(self._counted) > 1000:
+            self._counted.clear()
+        self._counted[delivery_id] = (at, took, (to_send, sent))
+        return to_send, sent
 
     async def pull_delivery(
         self,
@@ -676,11 +613,15 @@ class Service:
                 reasons.append(change.failure_reason)
             async with conn.transaction():
                 if ids:
-                    cursor = await conn.execute(
-                        APPLY_CHANGES, {"ids": ids, "statuses": statuses, "reasons": reasons,
-                                        "delivery": delivery_id},
-                    )  # fmt: skip
-                    await apply_kpi_changes(conn, delivery_id, await cursor.fetchall())
+                    await conn.execute(
+                        "UPDATE marketing.delivery_message m SET status = "
+                        "v.status::marketing.message_status, failure_reason = v.reason, "
+                        "updated_at = now() "
+                        "FROM unnest(%s::bigint[], %s::text[], %s::text[]) "
+                        "AS v(id, status, reason) "
+                        "WHERE m.id = v.id AND m.delivery_id = %s",
+                        (ids, statuses, reasons, delivery_id),
+                    )
                 await conn.execute(
                     "UPDATE marketing.delivery SET status_cursor = %s, mid_state = %s, "
                     "last_pull_at = now() WHERE id = %s",
