@@ -18,9 +18,10 @@ The rules it lives by:
 4. The session answers by itself what needs no decision: enquire_link, unbind (then the
    session is closed), a request not allowed in this state (its `_resp` with
    ESME_RINVBNDSTS, or generic_nack ESME_RINVCMDID for a command this role never
-   receives; reported as a `Rejected` event), a second bind (ESME_RALYBND), and a
-   malformed PDU (the answer SMPP says, then RemoteProtocolError is raised; the state is
-   unchanged and the next call goes on unless `framing_lost`).
+   receives, such as a bind or a submit_sm sent to an ESME, whatever its body; reported
+   as a `Rejected` event), a second bind to an SMSC (ESME_RALYBND), and a malformed PDU
+   (the answer SMPP says, then RemoteProtocolError is raised; the state is unchanged and
+   the next call goes on unless `framing_lost`).
 5. When idle for `enquire_link_period`, `tick(now)` sends enquire_link; when that gets
    no answer within twice the period, `tick` reports `LinkDead`.
 
@@ -40,7 +41,15 @@ from smpp.codec import DEFAULT_MAX_COMMAND_LENGTH, Framer, decode, encode
 from smpp.constants import RESPONSE_BIT, CommandId
 from smpp.constants import CommandStatus as S
 from smpp.errors import LocalProtocolError, RemoteProtocolError
-from smpp.pdu import EnquireLink, EnquireLinkResp, Pdu, Unbind, error_response, generic_nack
+from smpp.pdu import (
+    PDU_CLASSES,
+    EnquireLink,
+    EnquireLinkResp,
+    Pdu,
+    Unbind,
+    error_response,
+    generic_nack,
+)
 
 C = CommandId
 MAX_SEQUENCE = 0x7FFFFFFF
@@ -124,6 +133,18 @@ _FOREIGN = {
     Role.SMSC: frozenset({C.deliver_sm, C.alert_notification, C.outbind}),
 }
 _NOT_WINDOWED = frozenset({C.enquire_link, C.unbind, C.generic_nack})
+
+
+def _never_received(error: RemoteProtocolError, role: Role) -> RemoteProtocolError:
+    """A malformed request of a command `role` never receives: generic_nack ESME_RINVCMDID."""
+    name = CommandId(error.command_id).name  # type: ignore[arg-type]
+    return RemoteProtocolError(
+        f"{name} is never sent to an {role.name} (and its body is invalid: {error})",
+        command_status=S.ESME_RINVCMDID,
+        sequence_number=error.sequence_number,
+        command_id=error.command_id,
+        field=error.field,
+    )
 
 
 class Timeouts(NamedTuple):
@@ -210,6 +231,7 @@ class Session:
         self.timeouts = timeouts
         self._send_table = _SEND[role]
         self._receive_table = _RECEIVE[role]
+        self._foreign = _FOREIGN[role]
         self.state = State.OPEN
         self.bind_command: CommandId | None = None  # the bind in force or in progress
         self._framer = Framer(max_command_length)
@@ -262,8 +284,10 @@ class Session:
             try:
                 pdu = decode(frame)
             except RemoteProtocolError as error:
+                if error.command_id in self._foreign:  # its body does not matter
+                    error = _never_received(error, self.role)
                 self._answer_error(error)
-                raise
+                raise error from None
             command_id = pdu[0]
             if command_id & RESPONSE_BIT:
                 return self._on_response(pdu, command_id)
@@ -272,7 +296,14 @@ class Session:
                 return event
 
     def _answer_error(self, error: RemoteProtocolError) -> None:
-        answer = error_response(error)
+        if error.command_id in self._foreign and not error.framing_lost:
+            # answered like the valid ones: generic_nack, or nothing if it has no response
+            has_response = PDU_CLASSES[error.command_id].RESPONSE is not None
+            answer: Pdu | None = (
+                generic_nack(error.sequence_number or 0, S.ESME_RINVCMDID) if has_response else None
+            )
+        else:
+            answer = error_response(error)
         if answer is not None and self.state is not State.CLOSED:
             self._out.append(encode(answer))
 
@@ -307,14 +338,14 @@ class Session:
                 self.state = State.CLOSED
                 return pdu
             return self._reject(pdu, S.ESME_RINVBNDSTS)
+        if command_id in self._foreign:
+            return self._reject(pdu, S.ESME_RINVCMDID, nack=True)
         if command_id in BIND_STATES and state in BOUND:
             return self._reject(pdu, S.ESME_RALYBND)
         if command_id in self._can_receive:
             if command_id in BIND_STATES:  # SMSC side: the caller checks credentials
                 self.state, self.bind_command = State.BINDING, pdu.COMMAND_ID
             return pdu
-        if command_id in _FOREIGN[self.role]:
-            return self._reject(pdu, S.ESME_RINVCMDID, nack=True)
         return self._reject(pdu, S.ESME_RINVBNDSTS)
 
     def _reject(self, pdu: Pdu, status: int, *, nack: bool = False) -> Rejected:

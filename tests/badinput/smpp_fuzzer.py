@@ -10,7 +10,8 @@ What it does:
 - `expect(frame, peer)`: what SMPP 3.4 says the peer answers (sections 2.3 and 4.3
   generic_nack, 5.1.3 command_status): generic_nack ESME_RINVCMDLEN and the connection
   reset when command_length is unusable (framing lost); generic_nack ESME_RINVCMDID for an
-  unknown command_id or a request the peer never takes; the operation's own ``_resp``
+  unknown command_id or a request the peer's role never takes (a bind or a submit_sm sent
+  to an ESME, a deliver_sm sent to an SMSC), whatever its body; the operation's own ``_resp``
   with the error status for a body it cannot decode; nothing for a response (stray) or
   a request without response. The targeted mutations also carry the answer written by
   hand from the spec, and `Mutator` checks both agree.
@@ -34,7 +35,7 @@ import contextlib
 import random
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -135,6 +136,11 @@ def expect(frame: bytes, peer: Peer, max_length: int = DEFAULT_MAX_COMMAND_LENGT
         return Expect("close", C.generic_nack, S.ESME_RINVCMDLEN)
     if command_id not in PDU_CLASSES:
         return Expect("answer", C.generic_nack, S.ESME_RINVCMDID)
+    foreign = ESME_FOREIGN if peer.role == "esme" else SMSC_FOREIGN
+    if command_id in foreign:  # never sent to this role: generic_nack, whatever the body
+        if PDU_CLASSES[command_id].RESPONSE is None:
+            return NONE
+        return Expect("answer", C.generic_nack, S.ESME_RINVCMDID)
     try:
         pdu = decode(frame)
     except RemoteProtocolError as error:
@@ -155,11 +161,6 @@ def expect(frame: bytes, peer: Peer, max_length: int = DEFAULT_MAX_COMMAND_LENGT
             return NONE
         status = S.ESME_ROK if peer.ok_by_handler else None
         return Expect("answer", command_id | RESPONSE_BIT, status)
-    foreign = ESME_FOREIGN if peer.role == "esme" else SMSC_FOREIGN
-    if command_id in foreign:
-        if pdu.RESPONSE is None:
-            return NONE
-        return Expect("answer", C.generic_nack, S.ESME_RINVCMDID)
     if pdu.RESPONSE is None:
         return NONE  # outbind, alert_notification: nothing to answer with
     return Expect("answer", command_id | RESPONSE_BIT, S.ESME_RINVBNDSTS)
@@ -614,7 +615,7 @@ class FakeSmsc:
 async def _run(
     cases: list[Case],
     tally: Tally,
-    get_link: Callable[[], object],
+    get_link: Callable[[], Awaitable[Link]],
     *,
     batch: int = 40,
     timeout: float = 20.0,
@@ -638,7 +639,7 @@ async def _run(
     i = 0
     while i < len(cases):
         try:
-            link: Link = await get_link()  # type: ignore[misc]
+            link = await get_link()
         except (TimeoutError, OSError) as error:
             tally.mismatches.append(
                 f"no bound connection after {i} of {len(cases)} cases ({error!r}):"
