@@ -27,7 +27,7 @@ def engine_for(url: URL) -> Engine:
 
 
 def test_one_head_per_branch() -> None:
-    assert migrate.heads("mid") == ("mid_0004",)
+    assert migrate.heads("mid") == ("mid_0005",)
     assert migrate.heads("marketing") == ("marketing_0002",)
 
 
@@ -210,14 +210,14 @@ def test_db_upgrade_command_against_a_url(fresh_db_url: URL) -> None:
     env = {k: v for k, v in os.environ.items() if k != DATABASE_URL_ENV}
     result = cli("db", "upgrade", "--url", url, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["mid: at mid_0004", "marketing: at marketing_0002"]
+    assert result.stdout.splitlines() == ["mid: at mid_0005", "marketing: at marketing_0002"]
 
     result = cli("db", "downgrade", "--side", "marketing", env={**env, DATABASE_URL_ENV: url})
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["marketing: at marketing_0001"]
     result = cli("db", "current", env={**env, DATABASE_URL_ENV: url})
     assert result.stdout.splitlines() == [
-        "mid: at mid_0004 (up to date)",
+        "mid: at mid_0005 (up to date)",
         "marketing: at marketing_0001 (head is marketing_0002)",
     ]
 
@@ -229,12 +229,12 @@ def test_db_upgrade_command_against_the_embedded_default() -> None:
     env[EMBEDDED_DIR_ENV] = str(data_dir)
     result = cli("db", "upgrade", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["mid: at mid_0004", "marketing: at marketing_0002"]
+    assert result.stdout.splitlines() == ["mid: at mid_0005", "marketing: at marketing_0002"]
     # the data outlives the server: a second start finds the schemas migrated
     result = cli("db", "current", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "mid: at mid_0004 (up to date)",
+        "mid: at mid_0005 (up to date)",
         "marketing: at marketing_0002 (up to date)",
     ]
     assert (data_dir / "PG_VERSION").exists()
