@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,10 @@ import pytest
 from smpp.aio import BaseHandler, BindKind, BindSettings, SmppClient
 from smpp.codec import encode
 from smpp.constants import CommandId, EsmClass, Tag
-from smpp.pdu import DeliverSm, SubmitSm
-from smpp.session import Timeouts
+from smpp.constants import CommandStatus as S
+from smpp.errors import RemoteProtocolError
+from smpp.pdu import DeliverSm, GenericNack, SubmitSm
+from smpp.session import Role, Session, Timeouts
 from tests.badinput.smpp_fuzzer import (
     ESME_RX,
     SMSC_TRX,
@@ -289,3 +292,27 @@ async def test_fuzz_the_simulator(tmp_path: Path) -> None:
             report(tally, *links.all_links)
         finally:
             links.close()
+
+
+# --- the session alone: what the oracle relies on -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("role", "command_id", "body"),
+    [
+        ("esme", CommandId.bind_transmitter, b"X" * 40),  # system_id over 16, no NUL
+        ("esme", CommandId.submit_sm, b"\0\1"),  # truncated
+        ("smsc", CommandId.deliver_sm, b"\0\1"),
+    ],
+)
+def test_a_malformed_request_the_role_never_receives_gets_generic_nack(
+    role: str, command_id: int, body: bytes
+) -> None:
+    session = Session(Role(role))
+    session.receive_data(struct.pack(">IIII", 16 + len(body), command_id, 0, 42) + body, 0.0)
+    with pytest.raises(RemoteProtocolError) as raised:
+        session.next_event()
+    assert raised.value.command_status == S.ESME_RINVCMDID and not raised.value.framing_lost
+    assert session.data_to_send() == encode(
+        GenericNack(sequence_number=42, command_status=S.ESME_RINVCMDID)
+    )
