@@ -215,6 +215,32 @@ def _unparsable_body(cause: BaseException) -> ApiError:
     )
 
 
+MAX_DESTINATION = 20
+"""Characters of SMPP 3.4's destination_addr (a C-Octet String of 21 octets with its NUL)."""
+
+
+def _unsendable_addresses(account: Account, chunk: Chunk) -> list[dict[str, object]]:
+    """The messages whose number cannot go into destination_addr as the account sends it.
+
+    Without send_full_phone_number only the digits go (20 at most, as the schema allows);
+    with it the number goes as typed, and a '+' with 20 digits is one character too many.
+    """
+    if not account.smsc.send_full_phone_number:
+        return []
+    return [
+        {
+            "where": f"body.messages[{index}].to",
+            "message": f"{message.to!r} is {len(message.to)} characters: account "
+            f"{account.name!r} sends the number as typed (send_full_phone_number) and SMPP's "
+            f"destination_addr holds {MAX_DESTINATION}",
+            "type": "destination_too_long",
+            "recipient_index": index,
+        }
+        for index, message in enumerate(chunk.messages)
+        if len(message.to) > MAX_DESTINATION
+    ][:100]
+
+
 def _problem_response(exc: ApiError) -> JSONResponse:
     body = Problem(error=exc.error, message=exc.message, errors=exc.errors)
     return JSONResponse(body.model_dump(), status_code=exc.status, headers=exc.headers)
@@ -573,6 +599,20 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
         delivery_id: DeliveryId, chunk: Chunk, operator: Admin, conn: Conn
     ) -> ChunkResult:
         """Queue a chunk of up to 10,000 messages; a message already queued is skipped."""
+        row = await store.get_delivery(conn, delivery_id, operator.login)
+        if row is None:
+            raise not_found(delivery_id)
+        account = accounts.get(row.account)
+        if account is not None:
+            unsendable = _unsendable_addresses(account, chunk)
+            if unsendable:
+                raise ApiError(
+                    422,
+                    "invalid_request",
+                    f"{unsendable[0]['where']}: {unsendable[0]['message']}"
+                    + (f" (and {len(unsendable) - 1} more)" if len(unsendable) > 1 else ""),
+                    errors=unsendable,
+                )
         rows = ((m.id, m.to, m.text) for m in chunk.messages)
         try:
             result = await store.push_chunk(conn, delivery_id, operator.login, rows)
