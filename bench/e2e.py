@@ -16,10 +16,11 @@ simulator, the SMS process reconciles the receipts, and the marketing service pu
 statuses back until the delivery is `done`.
 
 Figures (from the database timestamps unless said otherwise):
-- push rate: N / (marketing.delivery.pushed_at - its created_at);
+- push rate: N / (marketing.delivery.pushed_at - the commit of the generated delivery);
 - MT/s sustained: N / (last - first broad_log.sent_at);
 - receipts reconciled per second: N / (last - first broad_log.final_at);
-- push to last KPI update: marketing.delivery.updated_at (when it became `done`) - created_at;
+- push to last KPI update: marketing.delivery.updated_at (when it became `done`) - that
+  commit;
 - end-to-end rate: N / that time;
 - latencies p50 / p99: push-to-submit = broad_log.sent_at - created_at (queued by the mid
   server -> the transaction that recorded the submit_sm_resp), submit-to-final =
@@ -437,6 +438,8 @@ def one_run(url: str, count: int, args: argparse.Namespace, folder: Path) -> dic
                 delivery = conn.execute(GENERATE[1], {"n": count, "text": TEXT}).fetchone()[0]  # type: ignore[index]
                 conn.execute(GENERATE[2], {"delivery": delivery, "text": TEXT})
             result["generate_s"] = time.monotonic() - started
+            # the push starts at the commit (created_at is the generating transaction's start)
+            committed = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
             pushed_seen = False
             started = time.monotonic()
             deadline = started + args.timeout_per_message * count + 120
@@ -469,10 +472,9 @@ def one_run(url: str, count: int, args: argparse.Namespace, folder: Path) -> dic
             result["peak_rss"] = dict(sampler.peak)
             kpi = conn.execute(
                 "SELECT to_send, sent, delivered, failed_hard, failed_soft, cancelled, "
-                "extract(epoch FROM pushed_at - created_at), "
-                "extract(epoch FROM updated_at - created_at) "
+                "extract(epoch FROM pushed_at - %s), extract(epoch FROM updated_at - %s) "
                 "FROM marketing.delivery WHERE id = %s",
-                (delivery,),
+                (committed, committed, delivery),
             ).fetchone()
             assert kpi is not None
             figures = conn.execute(FIGURES).fetchone()
