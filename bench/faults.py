@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import structlog
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -121,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(FAULTS))
         return 0
     names = chosen(args.faults)
+    # the simulator's per-connection info lines would drown the table
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     rows = asyncio.run(main_async(args, names))
     broken = [r.fault for r in rows if r.lost or r.duplicates > r.bound]
     if broken or len(rows) < len(names):

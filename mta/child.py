@@ -195,6 +195,11 @@ class Child:
                 self.coord = await self._fresh(self.coord)
                 renewed = await self.lease.renew(self.coord)
                 if not renewed:  # reclaimed by another child after we went silent
+                    # Our claims went back to the queue with the lease: sending the ones
+                    # still in memory would duplicate what the other children now send
+                    # (a PostgreSQL restart longer than lease_ttl sent 4 x the window).
+                    dropped = sum(s.forget_unsent() for s in self.senders.values())
+                    log.error("mta.lease_lost", owner=self.lease.owner, claims_dropped=dropped)
                     await self.lease.register(self.coord)
                 self._last_renewal = loop.time()
                 await coordination.reclaim_dead(self.coord, orphans=beats % 10 == 0)

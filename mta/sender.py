@@ -9,7 +9,8 @@ bind that puts parts on the wire while three limits allow:
    `window x connections` parts of this child are on the wire or answered-but-not-yet-
    durable, and a crash, whenever it comes, can resend at most that many;
 2. the rate limiter (the child's share of the account's cap, lowered by AIMD);
-3. the lease: a child that cannot renew it stops sending (fenced).
+3. the lease: a child that cannot renew it stops sending (fenced); one that lost it
+   (another child reclaimed its rows) drops the claims it had not started sending.
 
 In TRX mode the same binds receive receipts and MOs: each is stored in the inbox
 (sms_process.inbox) and answered only once committed; the SMS process handles them.
@@ -491,6 +492,33 @@ class AccountSender(BaseHandler):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def forget_unsent(self) -> int:
+        """The lease was lost: drop the claimed messages none of whose parts went out.
+
+        Another child returned them to the queue when our lease expired (possible
+        duplicates), and may be sending them already: sending our copies too would
+        double up to a whole claim buffer. They are not written back either: the rows
+        are not ours any more. Messages with a part on the wire finish as usual (their
+        window bounds the duplicates). Returns the number of messages dropped.
+        """
+        keep: deque[tuple[Mt, int]] = deque()
+        dropped: set[int] = set()
+        for mt, index in self.parts:
+            if mt.started:
+                keep.append((mt, index))
+            else:
+                dropped.add(mt.id)
+        delayed = deque(item for item in self.delayed if item[1].started)
+        dropped.update(mt.id for _, mt, _ in self.delayed if not mt.started)
+        self.parts, self.delayed = keep, delayed
+        self.in_memory -= len(dropped)
+        if self.in_memory <= 0:
+            self.in_memory = 0
+            self._all_durable.set()
+        self._need_work.set()
+        self._wakeup.set()
+        return len(dropped)
 
     def leftovers(self) -> list[Mt]:
         """Messages still claimed after stop() (no answer in time): for the lease's end."""

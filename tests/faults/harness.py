@@ -101,11 +101,12 @@ class OwnPostgres:
         self.server: Any = None
 
     def start(self) -> URL:
-        import pgserver
-
         self.pgdata.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset: harmless
             warnings.simplefilter("ignore", UserWarning)
+            import pgserver
+
             self.server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
         self.socket_dir = self.server.get_postmaster_info().socket_dir
         return normalize_url(self.server.get_uri())
