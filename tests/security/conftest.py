@@ -1,7 +1,7 @@
 """Security test harness: a mid API with two rival operators, over HTTP or HTTPS.
 
-`secure_server(tls=...)` starts the real application (the one `smsmta mid` serves) in a
-thread under uvicorn, against a database made for the session's security tests.
+`start_server(db, folder, **mid)` starts the real application and server class (those
+`smsmta mid` runs) in a thread, against a database made for the session's security tests.
 Operators: `ops` (ADMINISTRATION, accounts ops_sms and ops_off), `viewer` (no right),
 `rival` (ADMINISTRATION, account rival_sms), `acme` and `acme_fr` (ADMINISTRATION; the
 account acme_fr_sms belongs to acme_fr, and its name is what acme + marketing account
@@ -28,10 +28,11 @@ import uvicorn
 from sqlalchemy import URL
 
 from midsourcing import auth
-from midsourcing.server import uvicorn_config
+from midsourcing.server import NotifyingServer, uvicorn_config
 from smsmta.db import migrate
 from smsmta.db.engine import libpq_dsn
 from smsmta.settings import MidConfig, load
+from smsmta.systemd import Notifier
 from tests.midsourcing.conftest import (
     OPS_PASSWORD,
     VIEWER_PASSWORD,
@@ -88,7 +89,7 @@ def start_server(db: URL, folder: Path, **mid: Any) -> tuple[uvicorn.Server, Mid
     config = load(path)
     assert isinstance(config, MidConfig)
     dsn = libpq_dsn(db)
-    server = uvicorn.Server(uvicorn_config(config, dsn))
+    server = NotifyingServer(uvicorn_config(config, dsn), Notifier({}))
     thread = threading.Thread(target=server.run, name="mid-api", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

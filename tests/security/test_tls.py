@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,3 +87,26 @@ def test_the_marketing_client_needs_the_ca_file(https: tuple[MidServer, Path]) -
     assert "certificate" in str(refused.value) and "ca_file" in str(refused.value)
     assert refused.value.retryable is False  # trying again cannot help: the settings must change
     assert OPS_PASSWORD not in str(refused.value)
+
+
+def test_an_idle_https_client_does_not_hold_the_stop(
+    security_db: URL, operators: dict[str, str], tmp_path: Path
+) -> None:
+    """A pooled idle connection (what the marketing service keeps) never sends TLS's
+    close_notify: the stop must not wait the 30 s graceful timeout for it."""
+    cert, key = self_signed(tmp_path)
+    server, mid = start_server(
+        security_db,
+        tmp_path,
+        tls_certfile=str(cert),
+        tls_keyfile=str(key),
+        tls_keyfile_password=KEY_PASSWORD,
+    )
+    trusted = ssl.create_default_context(cafile=str(cert))
+    with httpx.Client(base_url=mid.url, verify=trusted, timeout=30) as idle:
+        assert idle.get("/healthz").status_code == 200
+        started = time.monotonic()
+        stop_server(server)
+        took = time.monotonic() - started
+    assert not server.thread.is_alive()  # type: ignore[attr-defined]
+    assert took < 10, f"the stop took {took:.1f} s with an idle HTTPS client"
