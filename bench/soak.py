@@ -371,6 +371,7 @@ class Soak:
     unexpected: list[str] = field(default_factory=list)
     mta_exit_codes: list[int | None] = field(default_factory=list)
     in_fault: bool = False
+    fault_now: str = ""  # the fault under way, when a row is sampled during one
 
     def clock(self) -> str:
         seconds = int(time.monotonic() - self.started)
@@ -417,6 +418,7 @@ class Soak:
         args = self.args
         kind = FAULTS[number % len(FAULTS)]
         at = time.monotonic() - self.started
+        self.fault_now = f"{kind} (under way)"
         all_tx, all_rx = args.children * args.connections, args.connections
         if kind == "kill-child":
             children = self.mta.children()
@@ -455,6 +457,7 @@ class Soak:
             if code != 0:
                 self.unexpected.append(f"MTA supervisor exited {code} on SIGTERM")
         self.faults.append(Fault(at, kind, detail))
+        self.fault_now = ""
         minutes, seconds = divmod(int(at), 60)
         self.say(f"fault {number + 1} at {minutes:02d}:{seconds:02d} {kind}: {detail}")
 
@@ -528,7 +531,7 @@ class Soak:
             "processes": processes,
             "connections": now.connections,
             "duplicates": stats["duplicates"],
-            "fault": self.faults[-1].kind if self.faults else "-",
+            "fault": self.fault_now or (self.faults[-1].kind if self.faults else "-"),
         }
         self.rows.append(row)
         print(format_row(row, self.args.children), flush=True)
@@ -783,6 +786,12 @@ async def totals(state: Soak, conn: psycopg.AsyncConnection, delivery: int) -> i
         f"dropped {stats['deliver_sm_dropped']:,}"
     )
     print(f"  receipts by result    {receipts}")
+    if receipts.get("unmatched"):
+        print(
+            "                        (unmatched: receipts of an MT whose submit_sm_resp was lost "
+            "in a fault, so its provider id\n                        was never recorded; the "
+            "message went again and its second receipt applied)"
+        )
     print(f"  faults                {len(state.faults)}:")
     for fault in state.faults:
         minutes, seconds = divmod(int(fault.at), 60)
