@@ -3,7 +3,8 @@
 `configure_logging()` sends one JSON object a line to stderr (or readable console lines)
 with the service name, an ISO timestamp and the level; a processor masks the value of
 any key that names a secret (password, secret, token, authorization) anywhere in an
-event, so a password cannot reach the log through a careless `log.info(..., **settings)`.
+event, so a password cannot reach the log through a careless `log.info(..., **settings)`,
+and the password of any URL written with credentials (`scheme://user:password@host`).
 `serve_metrics()` exposes the default registry on the port of the service's settings.
 Metrics are defined here, once, and imported by the services that update them.
 Touches: stderr, one listening TCP socket for /metrics.
@@ -107,6 +108,14 @@ DB_FLUSH_SECONDS = Histogram(
 )
 
 
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+@")
+"""The password of a URL with credentials (postgresql://user:password@host/db)."""
+
+
+def _mask_url_passwords(text: str) -> str:
+    return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", text) if "://" in text else text
+
+
 def _mask(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {
@@ -115,17 +124,20 @@ def _mask(value: Any) -> Any:
         }
     if isinstance(value, list | tuple):
         return type(value)(_mask(item) for item in value)
+    if isinstance(value, str):
+        return _mask_url_passwords(value)
     return value
 
 
 def redact_secrets(
     logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: mask every value whose key names a secret, at any depth."""
+    """structlog processor: mask every value whose key names a secret, at any depth, and
+    the password of any URL written with credentials (a database URL in an error)."""
     for key, value in list(event_dict.items()):
         if _SECRET_KEY.search(key):
             event_dict[key] = MASK
-        elif isinstance(value, Mapping | list | tuple):
+        elif isinstance(value, Mapping | list | tuple | str):
             event_dict[key] = _mask(value)
     return event_dict
 
