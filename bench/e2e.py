@@ -603,10 +603,11 @@ def print_table(results: list[dict[str, Any]]) -> None:
             if label not in labels:
                 labels.append(label)
     width = max(len(label) for label in labels)
-    head = "".join(f"{r['messages']:>22,}" for r in results)
+    cell = 2 + max(len(value) for column in columns for value in column.values())
+    head = "".join(f"{r['messages']:>{cell},}" for r in results)
     print(f"{'messages':<{width}}{head}")
     for label in labels:
-        cells = "".join(f"{c.get(label, '-'):>22}" for c in columns)
+        cells = "".join(f"{c.get(label, '-'):>{cell}}" for c in columns)
         print(f"{label:<{width}}{cells}")
     if len(results) >= 2:
         a, b = results[0], results[-1]
