@@ -3,8 +3,13 @@
 What it runs until SIGTERM:
 
 - an advisory lock (`LOCK_KEY`) held on a connection of its own: a second SMS process
-  against the same database refuses to start and names the holder (exit code 1); if that
-  connection dies the lock is gone, so the process stops (systemd starts it again);
+  against the same database refuses to start and names the holder (exit code 1). The lock
+  watch checks that connection every LOCK_CHECK_PERIOD seconds (at once when a work
+  connection fails); when it dies (a PostgreSQL restart, a terminated backend) the process
+  rides through: it reconnects with a capped back-off (RECONNECT_FIRST doubling up to
+  RECONNECT_MAX, one log line when the outage begins and one when it ends, never the
+  DSN), takes the lock again with pg_try_advisory_lock, and exits 1 naming the holder only
+  if another SMS process holds it by then;
 - `connections` receiver binds per enabled TX+RX account (receiver settings), whose
   deliver_sm / data_sm go through the `Inbox` (sms_process.inbox): stored, committed, then
   acknowledged. TRX accounts receive on the MTA's transceivers, into the same inbox;
@@ -21,12 +26,41 @@ What it runs until SIGTERM:
 - the purge (every purge_period): provider_msg_id, receipt history, final broad_log
   messages whose status the marketing side has pulled, and stuck inbox rows, each past its
   retention, in bounded batches with a pause between them (`purge` below);
+- the LISTEN on `smsmta_inbox` and the inbox backlog gauge (every LOCK_CHECK_PERIOD);
 - /metrics when the settings give a port.
+
+Without the lock (the owner rule). What only the instance's owner may do is what a second
+SMS process started meanwhile would do too, with state the database does not hold: the
+MO reassembly (held parts live in the first work loop's memory: two processes would each
+complete, store and answer long MOs from their own halves), the auto-replies that follow,
+and the receipt, KPI and purge work that goes with them. So while the lock is not held
+(`owner` clear: from the moment the lock watch or a failed work connection finds the
+lock's connection dead until the lock is taken again):
+- no work-loop batch and no KPI sync starts, and one in hand rolls back instead of
+  committing (the owner flag is checked just before the commit; its rows were taken FOR
+  UPDATE SKIP LOCKED, so until then no other process could take them either);
+- a work connection opened during or after an outage is used only once the lock's
+  connection answered after it was opened (a PostgreSQL restart kills both, so the lock
+  was held on the same server lifetime as the connection doing the work);
+- every time the lock is taken again the MO reassembly state is rebuilt from the held
+  rows (`MoHandler.reload`), and the decoded-PDU cache is dropped: another process may
+  have had the lock in between, and a batch rolled back may have fed parts to memory;
+- the purge starts no run (a run in progress goes on: each statement is a short
+  transaction that another process's purge can run beside: SKIP LOCKED or idempotent);
+- the inbox keeps storing what the receivers get: writing mid.inbox is not the owner's
+  (MTA children write it too). Its rule holds through the outage: a deliver_sm is answered
+  only after its row is committed, so while the database is down the answers wait (the
+  SMSC resends, or drops the link, on its own timeout), never an answer for a PDU not
+  stored. The receivers keep their binds.
+- LISTEN and the backlog gauge only read: they reconnect on their own, with the same
+  back-off and outage logging, and a LISTEN that comes back wakes the work loops (a NOTIFY
+  sent during the outage is gone).
 
 SIGTERM: stop storing what arrives (unacknowledged, the SMSC sends it again), commit and
 acknowledge what was stored, unbind the receivers, finish the batch in hand, send the
 queued replies (bounded by shutdown_timeout), sync the KPIs, release the lock, exit 0.
-Touches: the database (five connections, and one per work loop past the first), SMPP
+Touches: the database (5 + reconcile_workers connections, 7 by default: the advisory
+lock, the inbox, LISTEN, the backlog gauge, the purge, and one per work loop), SMPP
 sockets, signals, the metrics port.
 """
 
@@ -46,6 +80,7 @@ from typing import Any
 
 import psycopg
 import structlog
+from psycopg.conninfo import conninfo_to_dict
 
 from mta.retry import RetryPolicy
 from mta.sender import bind_settings
@@ -67,6 +102,13 @@ LOCK_KEY = 0x736D736D74610001
 EXIT_OK, EXIT_FAILED = 0, 1
 #: how many batches of received PDUs are kept decoded for reconciliation (Inbox.decoded)
 DECODED_KEPT_BATCHES = 10
+#: seconds between checks of the lock's connection (and updates of the backlog gauge)
+LOCK_CHECK_PERIOD = 2.0
+#: seconds a check of the lock's connection may take before it counts as dead
+LOCK_CHECK_TIMEOUT = 20.0
+#: reconnection back-off after losing the database: the first delay, doubled each attempt
+#: up to the last (an outage of any length is ridden through, at most RECONNECT_MAX apart)
+RECONNECT_FIRST, RECONNECT_MAX = 0.2, 5.0
 
 # SKIP LOCKED: the work loops (reconcile_workers) take disjoint rows; the first one takes
 # MOs too (MO reassembly and auto-replies live in its memory), the others receipts only
@@ -205,6 +247,48 @@ class AlreadyRunning(Exception):
     """Another SMS process holds the instance's lock."""
 
 
+class NotOwner(Exception):
+    """The instance's lock is not held (the database was lost): nothing is committed."""
+
+
+class Outage:
+    """The database outage one loop sees: logged when it begins and when it ends, once each,
+    and the back-off between its attempts (RECONNECT_FIRST doubling up to RECONNECT_MAX)."""
+
+    def __init__(self, what: str, password: str | None = None) -> None:
+        self.what = what
+        self.password = password
+        self.since: float | None = None
+        self.attempts = 0
+
+    def failed(self, error: BaseException | str) -> float:
+        """Count a failed attempt; return the seconds to wait before the next one."""
+        if self.since is None:
+            self.since = time.monotonic()
+            self.attempts = 0
+            log.warning("sms_process.db_lost", loop=self.what, error=self.describe(error))
+        self.attempts += 1
+        return min(RECONNECT_MAX, RECONNECT_FIRST * 2 ** min(self.attempts - 1, 16))
+
+    def recovered(self) -> None:
+        if self.since is None:
+            return
+        log.info(
+            "sms_process.db_back",
+            loop=self.what,
+            outage_seconds=round(time.monotonic() - self.since, 2),
+            attempts=self.attempts,
+        )
+        self.since = None
+
+    def describe(self, error: BaseException | str) -> str:
+        """The error's text, the password masked should libpq ever quote it."""
+        text = str(error).strip() or type(error).__name__
+        if self.password:
+            text = text.replace(self.password, obs.MASK)
+        return text
+
+
 def receiver_settings(account: Account) -> BindSettings:
     """The receiver bind of an account: its receiver settings (or the transmitter's)."""
     receiver = account.receiver_settings
@@ -262,6 +346,15 @@ class SmsProcess:
         self._wakeups: list[asyncio.Event] = []  # one a work loop
         self._working = True
         self.application_name = f"smsmta sms-process {socket.gethostname()} {os.getpid()}"[:63]
+        #: set while this process holds the instance's lock (the owner rule: module docstring)
+        self.owner = asyncio.Event()
+        #: how many times the lock was taken: a change tells the first work loop to reload
+        self.lock_epoch = 0
+        self._check_lock = asyncio.Event()  # wakes the lock watch at once
+        try:
+            self._password = conninfo_to_dict(dsn).get("password") or None
+        except psycopg.ProgrammingError:
+            self._password = None
 
     async def connect(self) -> psycopg.AsyncConnection:
         return await psycopg.AsyncConnection.connect(
@@ -285,8 +378,11 @@ class SmsProcess:
                 file=sys.stderr,
             )
             return EXIT_FAILED
+        self.lock_epoch = 1
+        self.owner.set()
         ids = await sync_accounts(self.lock_conn, self.config)
         enabled = {ids[a.name]: a for a in self.config.accounts if a.enabled}
+        self.enabled = enabled
         self.names = {account_id: a.name for account_id, a in enabled.items()}
         self.reconciler = Reconciler(
             {i: AccountRules.of(i, a) for i, a in enabled.items()},
@@ -298,6 +394,7 @@ class SmsProcess:
         self.mo = MoHandler(enabled, self.names, self.settings.mo_reassembly_timeout)
         self.work_conn = await self.connect()
         held = await self.mo.reload(self.work_conn)
+        self._mo_epoch = self.lock_epoch
         slow_kpi = [i for i, a in enabled.items() if not a.channel.realtime_kpi]
         if slow_kpi:
             cursor = await self.work_conn.execute(OPEN_DELIVERIES, (slow_kpi,))
@@ -332,9 +429,11 @@ class SmsProcess:
             task.add_done_callback(self._task_done)
         background = [
             asyncio.create_task(self._listen()),
-            asyncio.create_task(self._housekeeping()),
+            asyncio.create_task(self._watch_lock()),
+            asyncio.create_task(self._backlog_gauge()),
             asyncio.create_task(self._purge_loop()),
         ]
+        background[1].add_done_callback(self._task_done)
         port = obs.serve_metrics(self.settings.metrics_host, self.settings.metrics_port)
         log.info(
             "sms_process.started",
@@ -368,17 +467,90 @@ class SmsProcess:
         self.stopping.set()
 
     async def _lock(self) -> None:
-        cursor = await self.lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
-        row = await cursor.fetchone()
-        if row and row[0]:
+        """At start: take the lock on lock_conn, else raise AlreadyRunning naming the holder."""
+        if await _try_lock(self.lock_conn):
             return
-        cursor = await self.lock_conn.execute(HOLDER, (LOCK_KEY >> 32, LOCK_KEY & 0xFFFFFFFF))
-        holder = await cursor.fetchone()
+        _, holder = await _holder(self.lock_conn)
         await self.lock_conn.close()
-        if holder is None:
-            raise AlreadyRunning("the holder is not visible to this database user")
-        name, client, since = holder
-        raise AlreadyRunning(f"{name or 'unnamed'} from {client or 'local socket'} since {since}")
+        raise AlreadyRunning(holder)
+
+    # --- the lock through a database outage --------------------------------------------
+
+    async def _watch_lock(self) -> None:
+        """Every LOCK_CHECK_PERIOD (at once when woken): the lock's connection answers; when
+        it does not, the owner flag goes down and the lock is taken again (`_retake_lock`)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._check_lock.wait(), LOCK_CHECK_PERIOD)
+            self._check_lock.clear()
+            conn = self.lock_conn
+            try:
+                await asyncio.wait_for(conn.execute("SELECT 1"), LOCK_CHECK_TIMEOUT)
+                continue
+            except (psycopg.Error, TimeoutError) as error:
+                self.owner.clear()
+                outage = Outage("advisory lock", self._password)
+                delay = outage.failed(error if str(error) else "no answer in time")
+                log.warning(
+                    "sms_process.lock_lost",
+                    note="batches, KPI sync and purge wait until the lock is taken again",
+                )
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+            if not await self._retake_lock(outage, delay):
+                return
+
+    async def _retake_lock(self, outage: Outage, delay: float) -> bool:
+        """Reconnect with back-off and take the lock again; False (exit 1) when another SMS
+        process holds it by then."""
+        while True:
+            await asyncio.sleep(delay)
+            conn: psycopg.AsyncConnection | None = None
+            try:
+                conn = await self.connect()
+                if await _try_lock(conn):
+                    break
+                name, holder = await _holder(conn)
+                await conn.close()
+            except psycopg.Error as error:
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        await conn.close()
+                delay = outage.failed(error)
+                continue
+            if name == self.application_name:  # our own session from before, not gone yet
+                delay = outage.failed(f"the lock is still held by {holder}")
+                continue
+            log.error("sms_process.lock_taken", holder=holder)
+            print(
+                f"smsmta sms-process: another SMS process took the lock while the database "
+                f"was lost ({holder}); there is exactly one per instance",
+                file=sys.stderr,
+            )
+            self.exit_code = EXIT_FAILED
+            self.stopping.set()
+            return False
+        self.lock_conn = conn
+        self.lock_epoch += 1
+        # rows another holder may have handled meanwhile: decode from the table instead
+        self.inbox.decoded.clear()
+        self.owner.set()
+        outage.recovered()
+        log.info("sms_process.lock_taken_again", epoch=self.lock_epoch)
+        self._wake()
+        return True
+
+    async def _confirm_lock(self) -> None:
+        """Raise NotOwner unless the lock's connection answers now: called on each new work
+        connection, so that the lock was held after it was opened."""
+        conn = self.lock_conn
+        try:
+            await asyncio.wait_for(conn.execute("SELECT 1"), LOCK_CHECK_TIMEOUT)
+        except (psycopg.Error, TimeoutError) as error:
+            if conn is self.lock_conn:  # not a connection the watch replaced meanwhile
+                self.owner.clear()
+                self._check_lock.set()
+            raise NotOwner from error
 
     async def _shutdown(
         self,
@@ -399,8 +571,9 @@ class SmsProcess:
         await asyncio.gather(
             *(sender.stop(timeout) for sender in self.senders.values()), return_exceptions=True
         )
-        with contextlib.suppress(psycopg.Error):
-            await self._sync_kpis(await self._fresh_work_conn())
+        with contextlib.suppress(psycopg.Error, NotOwner):
+            if self.owner.is_set():
+                await self._sync_kpis(await self._fresh_work_conn())
         for task in [inbox_task, *work, *receiver_tasks, *background]:
             task.cancel()
         await asyncio.gather(
@@ -432,26 +605,49 @@ class SmsProcess:
         return self.work_conn
 
     async def _work_loop(self, worker: int = 0) -> None:
-        """Batches back to back while rows are due. Worker 0 also does MOs and the KPI sync;
-        the others (own connections) reconcile receipts while it waits on the database."""
+        """Batches back to back while rows are due and the lock is held. Worker 0 also does
+        MOs and the KPI sync; the others (own connections) reconcile receipts while it waits
+        on the database. A lost connection is opened again once the lock is held again."""
         batch = self.settings.batch_size
         next_sync = time.monotonic() + self.settings.kpi_sync_period
         wakeup = asyncio.Event()
         self._wakeups.append(wakeup)
-        conn: psycopg.AsyncConnection | None = None
+        conn: psycopg.AsyncConnection | None = self.work_conn if worker == 0 else None
+        confirmed = conn is not None  # the start's connection: opened with the lock held
+        outage = Outage(f"work loop {worker}", self._password)
         try:
             while self._working:
                 wakeup.clear()
+                if not self.owner.is_set():  # the owner rule (module docstring)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.owner.wait(), self.settings.poll_interval)
+                    continue
                 try:
-                    if worker == 0:
-                        conn = await self._fresh_work_conn()
-                    elif conn is None or conn.closed or conn.broken:
+                    if conn is None or conn.closed or conn.broken:
+                        confirmed = False
                         conn = await self.connect()
+                        if worker == 0:
+                            self.work_conn = conn
+                    if not confirmed:
+                        await self._confirm_lock()
+                        confirmed = True
+                    if worker == 0 and self._mo_epoch != self.lock_epoch:
+                        await self._reload_mo(conn)
                     handled = await self.work_once(conn, receipts_only=worker > 0)
                     if worker == 0 and time.monotonic() >= next_sync:
                         await self._sync_kpis(conn)
                         next_sync = time.monotonic() + self.settings.kpi_sync_period
-                except psycopg.OperationalError as error:  # a deadlock too: rows stay due
+                    outage.recovered()
+                except NotOwner:
+                    continue  # rolled back; waits for the lock above
+                except psycopg.Error as error:
+                    if conn is None or conn.closed or conn.broken:
+                        self._check_lock.set()  # the lock's connection may be gone too
+                        await asyncio.sleep(outage.failed(error))
+                        continue
+                    if not isinstance(error, psycopg.OperationalError):
+                        raise
+                    # a deadlock too: rows stay due
                     log.warning("sms_process.work_failed", error=str(error), worker=worker)
                     await asyncio.sleep(1.0)
                     continue
@@ -463,6 +659,21 @@ class SmsProcess:
             if worker > 0 and conn is not None:
                 with contextlib.suppress(psycopg.Error):
                     await conn.close()
+
+    async def _reload_mo(self, conn: psycopg.AsyncConnection) -> None:
+        """The lock was taken again: MO reassembly state from the held rows, as at start."""
+        mo = MoHandler(self.enabled, self.names, self.settings.mo_reassembly_timeout)
+        async with conn.transaction():
+            held = await mo.reload(conn)
+            self._check_owner()
+        self.mo = mo
+        self._mo_epoch = self.lock_epoch
+        log.info("sms_process.mo_reloaded", held_mo_parts=held, epoch=self.lock_epoch)
+
+    def _check_owner(self) -> None:
+        """Inside a transaction, before its commit: roll back unless the lock is held."""
+        if not self.owner.is_set():
+            raise NotOwner
 
     async def work_once(self, conn: psycopg.AsyncConnection, receipts_only: bool = False) -> int:
         """Handle one batch of due inbox rows in one transaction; return how many."""
@@ -486,6 +697,7 @@ class SmsProcess:
             mo_outcome = None
             if mos or (self.mo.pending and not receipts_only):
                 mo_outcome = await self.mo.handle(conn, mos)
+            self._check_owner()
         committed = time.time()
         if rows:
             obs.DB_FLUSH_SECONDS.labels("sms_process").observe(time.monotonic() - started)
@@ -539,53 +751,85 @@ class SmsProcess:
         async with conn.transaction():
             await conn.execute(LOCK_DELIVERIES, (ids,))  # MTA increments wait: none lost
             await conn.execute(RECOUNT, (ids,))
+            self._check_owner()
         self.dirty.difference_update(ids)
         log.info("sms_process.kpi_synced", deliveries=len(ids))
 
     # --- background --------------------------------------------------------------------
 
     async def _listen(self) -> None:
+        """LISTEN smsmta_inbox: each NOTIFY wakes the work loops. Reconnects with back-off;
+        once back, wakes them (what was notified during the outage is gone)."""
+        outage = Outage("listen", self._password)
         while True:
+            conn: psycopg.AsyncConnection | None = None
             try:
                 conn = await self.connect()
                 await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                outage.recovered()
+                self._wake()
                 async for _ in conn.notifies():
                     self._wake()
             except psycopg.Error as error:
-                log.warning("sms_process.listen_failed", error=str(error))
-                await asyncio.sleep(1.0)
+                delay = outage.failed(error)
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        await conn.close()
+                await asyncio.sleep(delay)
 
-    async def _housekeeping(self) -> None:
-        """Every few seconds: the lock's connection is alive, the inbox backlog gauge."""
+    async def _backlog_gauge(self) -> None:
+        """Every LOCK_CHECK_PERIOD: the inbox backlog gauge, on a connection of its own."""
         conn: psycopg.AsyncConnection | None = None
+        outage = Outage("backlog gauge", self._password)
+        delay = LOCK_CHECK_PERIOD
         while True:
-            await asyncio.sleep(2.0)
-            try:
-                await self.lock_conn.execute("SELECT 1")
-            except psycopg.Error as error:
-                log.error("sms_process.lock_lost", error=str(error))
-                self.exit_code = EXIT_FAILED
-                self.stopping.set()
-                return
+            await asyncio.sleep(delay)
             try:
                 if conn is None or conn.closed or conn.broken:
                     conn = await self.connect()
                 cursor = await conn.execute("SELECT count(*) FROM mid.inbox")
                 row = await cursor.fetchone()
                 obs.SP_INBOX_BACKLOG.set(row[0] if row else 0)
+                outage.recovered()
+                delay = LOCK_CHECK_PERIOD
             except psycopg.Error as error:
-                log.warning("sms_process.backlog_failed", error=str(error))
+                delay = max(outage.failed(error), LOCK_CHECK_PERIOD)
 
     async def _purge_loop(self) -> None:
+        """A purge run every purge_period, started only while the lock is held; a run cut by
+        a lost connection is tried again after the back-off, not a whole period later."""
         conn: psycopg.AsyncConnection | None = None
+        outage = Outage("purge", self._password)
         while True:
+            await self.owner.wait()
             try:
                 if conn is None or conn.closed or conn.broken:
                     conn = await self.connect()
                 await purge(conn, self.settings)
             except psycopg.Error as error:
+                if conn is None or conn.closed or conn.broken:
+                    await asyncio.sleep(outage.failed(error))
+                    continue
                 log.warning("sms_process.purge_failed", error=str(error))
+            outage.recovered()
             await asyncio.sleep(self.settings.purge_period)
+
+
+async def _try_lock(conn: psycopg.AsyncConnection) -> bool:
+    """Take the instance's lock on `conn` if nobody holds it."""
+    cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+    row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
+async def _holder(conn: psycopg.AsyncConnection) -> tuple[str | None, str]:
+    """The lock holder's application_name and a description of it for the operator."""
+    cursor = await conn.execute(HOLDER, (LOCK_KEY >> 32, LOCK_KEY & 0xFFFFFFFF))
+    holder = await cursor.fetchone()
+    if holder is None:
+        return None, "the holder is not visible to this database user"
+    name, client, since = holder
+    return name, f"{name or 'unnamed'} from {client or 'local socket'} since {since}"
 
 
 async def purge(

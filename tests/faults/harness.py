@@ -532,9 +532,9 @@ FAULTS: dict[str, Fault] = {
             trigger="mid_pull",
             recovery_by="final",
         ),
-        # The SMS process exits when it loses the connection holding its advisory lock
-        # (sms_process/process.py, _housekeeping): systemd starts it again.
-        Fault("postgres_restart", stop_postgres, start_postgres, may_exit=("sms-process",)),
+        # Every service rides through: the SMS process takes its advisory lock again
+        # (sms_process/process.py, _watch_lock), none may exit.
+        Fault("postgres_restart", stop_postgres, start_postgres),
         Fault("smsc_drops_every_link", drop_links),
         Fault("smsc_answers_nothing", answer_nothing, answer_again),
         Fault("smsc_throttles", throttle, unthrottle, loses_responses="none"),
