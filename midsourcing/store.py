@@ -4,10 +4,13 @@ Contract:
 - A delivery is found by its mid id and belongs to the operator whose login starts its
   account's internal name; another operator's delivery is "not found" (404), never 403,
   so ids of other operators' deliveries are not confirmed.
-- A chunk is one transaction: the delivery row is read FOR SHARE (a concurrent cancel
-  waits, so no message lands in a cancelled delivery), the messages are COPYed into a
-  temporary table and inserted with ON CONFLICT (delivery_id, marketing_message_id) DO
-  NOTHING (smsmta.enqueue.enqueue_idempotent): a chunk pushed again never duplicates.
+- A chunk is one transaction: the delivery row is read FOR NO KEY UPDATE (a concurrent
+  cancel or complete waits, so no message lands in a cancelled or completed delivery), the
+  messages are COPYed into a temporary table and inserted with ON CONFLICT (delivery_id,
+  marketing_message_id) DO NOTHING (smsmta.enqueue.enqueue_idempotent): a chunk pushed
+  again never duplicates. Chunks of one delivery are queued one after the other: the
+  enqueue UPDATEs the delivery row (to_send), and with only a share lock taken first two
+  chunks each held it and waited for the other to upgrade it, a deadlock.
 - The status pull returns the messages whose status changed after a cursor, in
   (status_xid, id) order, where status_xid is the id of the transaction that last changed
   the row (trigger mid.broad_log_status_changed). Only changes of transactions older than
@@ -168,7 +171,11 @@ async def push_chunk(
 ) -> tuple[int, int, int, str] | None:
     """Queue a chunk; (received, inserted, total in queue, account), None when not found."""
     async with conn.transaction():
-        delivery = await get_delivery(conn, delivery_id, operator, lock="SHARE")
+        # NO KEY UPDATE, not SHARE: enqueue_idempotent UPDATEs this row in the transaction
+        # (to_send), so a share lock would have to be upgraded, and two chunks of one
+        # delivery holding it deadlocked. It still does not block the KEY SHARE lock that
+        # the broad_log rows' foreign key takes.
+        delivery = await get_delivery(conn, delivery_id, operator, lock="NO KEY UPDATE")
         if delivery is None:
             return None
         if delivery.state in ("cancelled", "done"):
