@@ -662,13 +662,14 @@ class SmsProcess:
 
     async def _reload_mo(self, conn: psycopg.AsyncConnection) -> None:
         """The lock was taken again: MO reassembly state from the held rows, as at start."""
+        epoch = self.lock_epoch  # taken again during the reload: reloaded once more
         mo = MoHandler(self.enabled, self.names, self.settings.mo_reassembly_timeout)
         async with conn.transaction():
             held = await mo.reload(conn)
             self._check_owner()
         self.mo = mo
-        self._mo_epoch = self.lock_epoch
-        log.info("sms_process.mo_reloaded", held_mo_parts=held, epoch=self.lock_epoch)
+        self._mo_epoch = epoch
+        log.info("sms_process.mo_reloaded", held_mo_parts=held, epoch=epoch)
 
     def _check_owner(self) -> None:
         """Inside a transaction, before its commit: roll back unless the lock is held."""
