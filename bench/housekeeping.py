@@ -334,12 +334,6 @@ def plans(dsn: str, loaded: dict[str, Any], account: int, args: argparse.Namespa
         )
         explain(
             conn,
-            "status pull page, proposed rewrite (LIMIT on broad_log before the message-log join)",
-            CHANGES_PROPOSED,
-            {"delivery": delivery, "xid": xid, "id": row_id, "limit": 5001},
-        )
-        explain(
-            conn,
             f"status pull counters (midsourcing.store._COUNTERS), one delivery of "
             f"{loaded['per_delivery']:,} messages",
             _COUNTERS,
@@ -374,22 +368,6 @@ def plans(dsn: str, loaded: dict[str, Any], account: int, args: argparse.Namespa
     print("\nExecution times (EXPLAIN ANALYZE):")
     for title, ms in SUMMARY:
         print(f"   {title:<52} {ms:9.1f} ms")
-
-
-# midsourcing.store._CHANGES with the page taken from broad_log first: the planner can no
-# longer hash-join the whole rest of the delivery and sort it (what it does at 10M rows)
-CHANGES_PROPOSED = """
-SELECT b.status_xid, b.id, b.marketing_message_id, b.status::text, b.failure_type::text,
-       coalesce(m.key, b.failure_reason), b.updated_at
-FROM (SELECT * FROM mid.broad_log b
-      WHERE b.delivery_id = %(delivery)s AND b.status_xid > 0
-        AND (b.status_xid, b.id) > (%(xid)s, %(id)s)
-        AND b.status_xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
-      ORDER BY b.status_xid, b.id
-      LIMIT %(limit)s) b
-LEFT JOIN mid.broad_log_msg m ON m.id = b.broad_log_msg_id
-ORDER BY b.status_xid, b.id
-"""
 
 
 # --- the MTA during a purge -------------------------------------------------------------

@@ -1,13 +1,16 @@
-"""Fixes of the mid store: concurrent pushes."""
+"""Fixes of the mid store: concurrent pushes, status pages."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import psycopg
 
+from midsourcing.store import _CHANGES
 from tests.midsourcing.conftest import MidServer
 
 
@@ -63,3 +66,41 @@ def test_concurrent_chunks_of_one_delivery_never_deadlock(mid_server: MidServer)
     assert rows == [(workers * size, workers * size, 1, workers * size)]
     to_send = mid_server.query("SELECT to_send FROM mid.delivery WHERE id = %s", delivery["id"])
     assert to_send == [(workers * size,)]
+
+
+def test_status_page_reads_only_its_own_rows(mid_server: MidServer) -> None:
+    """A page of the status pull stops reading broad_log at its LIMIT, however much of the
+    delivery comes after it (it used to join and sort the whole rest of the delivery)."""
+    rows, limit = 20_000, 101
+    with mid_server.client() as client:
+        delivery = new_delivery(client)["id"]
+    mid_server.query(
+        "INSERT INTO mid.broad_log (delivery_id, account_id, marketing_message_id, address, "
+        "text) SELECT d.id, d.account_id, i, '+3363' || lpad(i::text, 7, '0'), 'Hi' "
+        "FROM mid.delivery d CROSS JOIN generate_series(1, %s) AS i WHERE d.id = %s",
+        rows,
+        delivery,
+    )
+    mid_server.query(  # a status change: the trigger sets status_xid
+        "UPDATE mid.broad_log SET status = 'failed', failure_type = 'hard', "
+        "failure_reason = 'SR Sim UNDELIV 001' WHERE delivery_id = %s",
+        delivery,
+    )
+    mid_server.query("ANALYZE mid.broad_log")
+    params = {"delivery": delivery, "xid": 0, "id": 0, "limit": limit}
+    with psycopg.connect(mid_server.dsn, autocommit=True) as conn:
+        page = conn.execute(_CHANGES, params).fetchall()
+        ((plan,),) = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + _CHANGES, params)
+
+    def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    read = [
+        n["Actual Rows"] for n in nodes(plan[0]["Plan"]) if n.get("Relation Name") == "broad_log"
+    ]
+    assert read and max(read) <= limit, plan
+    assert len(page) == limit
+    assert [r[1] for r in page] == sorted(r[1] for r in page)
+    assert {r[5] for r in page} == {"SR Sim UNDELIV 001"}
