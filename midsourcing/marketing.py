@@ -23,7 +23,10 @@ Failures back off exponentially (`retry_initial` .. `retry_max`) per delivery; a
 The pull loop asks the mid server, for each delivery being sent, the status changes after
 its cursor, page by page, and applies each page and the new cursor in one transaction;
 KPIs (to send, sent, delivered, failed hard / soft, cancelled, and failures by error) are
-recomputed from the per-message statuses. Touches: the marketing schema, the mid API
+recomputed from the per-message statuses. A pull from a cursor tells the mid server that
+what came before it was pulled (mid.delivery_sync, which the SMS process's purge keeps
+unpulled statuses by); so before a finished delivery stops being pulled, the cursor of its
+last page is sent back by one more pull (`acknowledge`). Touches: the marketing schema, the mid API
 (through midsourcing.client), metrics and the log.
 """
 
@@ -349,6 +352,18 @@ async def cancel_local(conn: psycopg.AsyncConnection, delivery_id: int) -> None:
 # --- the push loop -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PullResult:
+    """What `Service.pull_delivery` did: changes applied, the last page's lag and mid state,
+    the cursor reached, and whether the mid server has been sent that cursor back."""
+
+    applied: int
+    lag: float
+    mid_state: str
+    cursor: str
+    acknowledged: bool
+
+
 def backoff(attempts: int, initial: float, maximum: float) -> float:
     return float(min(maximum, initial * 2 ** max(0, attempts - 1)))
 
@@ -540,15 +555,13 @@ class Service:
             if self.stopping.is_set():
                 break
             try:
-                changed, lag, mid_state = await self.pull_delivery(
-                    conn, delivery_id, mid_id, status_cursor, account
-                )
+                pulled = await self.pull_delivery(conn, delivery_id, mid_id, status_cursor, account)
             except MidError as exc:
                 log.warning("pull failed", delivery=delivery_id, account=account, error=str(exc))
                 continue
-            applied += changed
-            lags[account] = max(lags.get(account, 0.0), lag)
-            final_there = mid_state in ("done", "cancelled")
+            applied += pulled.applied
+            lags[account] = max(lags.get(account, 0.0), pulled.lag)
+            final_there = pulled.mid_state in ("done", "cancelled")
             to_send, sent = await self._kpis(conn, delivery_id, final_there)
             # `done` on the mid side says every message is final there, not that this side
             # has pulled every change: a change committed while an older transaction still
@@ -556,6 +569,26 @@ class Service:
             # delivery ends only when no message is left to send or sent here either
             finished = final_there and to_send + sent == 0
             if (state == "pushed" and finished) or (state == "cancelled" and to_send + sent == 0):
+                # the delivery is not pulled any more after this: send its last cursor back
+                # first, or the mid side keeps its last page as unpulled (delivery_sync)
+                # and the SMS process's purge of broad_log never removes those messages
+                try:
+                    acknowledged, more = await self.acknowledge(
+                        conn, delivery_id, mid_id, pulled, account
+                    )
+                except MidError as exc:
+                    log.warning(
+                        "acknowledging the last page failed",
+                        delivery=delivery_id,
+                        account=account,
+                        error=str(exc),
+                    )
+                    continue
+                applied += more
+                if more:
+                    to_send, sent = await self._kpis(conn, delivery_id, True)
+                if not acknowledged or to_send + sent:
+                    continue  # changes kept coming: a next pull ends it
                 await conn.execute(
                     "UPDATE marketing.delivery SET state = CASE WHEN state = 'pushed' "
                     "THEN 'done'::marketing.delivery_state ELSE state END, updated_at = now() "
@@ -589,6 +622,32 @@ class Service:
         self._counted[delivery_id] = (at, took, (to_send, sent))
         return to_send, sent
 
+    async def acknowledge(
+        self,
+        conn: psycopg.AsyncConnection,
+        delivery_id: int,
+        mid_id: int,
+        pulled: PullResult,
+        account: str,
+        attempts: int = 3,
+    ) -> tuple[bool, int]:
+        """Send a delivery's last cursor back to the mid server, which records it as pulled.
+
+        A pull from a cursor acknowledges what came before it, so the cursor of the last
+        page is acknowledged only by one more pull from it. Changes found by that pull are
+        applied as any (a late commit); then their cursor is sent back in turn, up to
+        `attempts` pulls. Returns (acknowledged, changes applied).
+        """
+        applied = 0
+        for _ in range(attempts):
+            if pulled.acknowledged:
+                return True, applied
+            pulled = await self.pull_delivery(
+                conn, delivery_id, mid_id, pulled.cursor, account, page_size=1
+            )
+            applied += pulled.applied
+        return pulled.acknowledged, applied
+
     async def pull_delivery(
         self,
         conn: psycopg.AsyncConnection,
@@ -597,11 +656,18 @@ class Service:
         status_cursor: str,
         account: str,
         max_pages: int = 100,
-    ) -> tuple[int, float, str]:
+        page_size: int | None = None,
+    ) -> PullResult:
+        """Pull pages of a delivery's changes from `status_cursor` while there are more."""
         client = self.client(account)
         applied, lag, mid_state = 0, 0.0, ""
+        acknowledged = False
         for _ in range(max_pages):
-            page = await client.statuses(mid_id, status_cursor, self.settings.pull_page_size)
+            page = await client.statuses(
+                mid_id, status_cursor, page_size or self.settings.pull_page_size
+            )
+            # the pull from a cursor acknowledges it; the page's own cursor is not yet
+            acknowledged = page.cursor == status_cursor
             ids, statuses, reasons = [], [], []
             for change in page.changes:
                 if change.status == "failed":
@@ -632,7 +698,7 @@ class Service:
             status_cursor, lag, mid_state = page.cursor, page.lag_seconds, page.state.value
             if not page.more:
                 break
-        return applied, lag, mid_state
+        return PullResult(applied, lag, mid_state, status_cursor, acknowledged)
 
     # running -----------------------------------------------------------------------------
 

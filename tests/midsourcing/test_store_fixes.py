@@ -1,17 +1,21 @@
-"""Fixes of the mid store: concurrent pushes, status pages."""
+"""Fixes of the mid store and the marketing pull: concurrent pushes, status pages, last ack."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
-from midsourcing.store import _CHANGES
-from tests.midsourcing.conftest import MidServer
+from midsourcing.marketing import Service, create_delivery, delivery_status
+from midsourcing.store import _CHANGES, parse_cursor
+from smsmta.settings import MarketingConfig
+from tests.midsourcing.conftest import OPS_PASSWORD, MidServer
 
 
 def new_delivery(client: httpx.Client) -> dict[str, Any]:
@@ -104,3 +108,66 @@ def test_status_page_reads_only_its_own_rows(mid_server: MidServer) -> None:
     assert len(page) == limit
     assert [r[1] for r in page] == sorted(r[1] for r in page)
     assert {r[5] for r in page} == {"SR Sim UNDELIV 001"}
+
+
+def marketing_config(url: str, **service: Any) -> MarketingConfig:
+    return MarketingConfig.model_validate(
+        {
+            "kind": "marketing",
+            "marketing": {"metrics_port": None, "push_chunk_size": 40, **service},
+            "accounts": [
+                {"name": "sms", "mid_url": url, "operator": "ops", "password": OPS_PASSWORD}
+            ],
+            "templates": [{"name": "promo", "account": "sms"}],
+        }
+    )
+
+
+@pytest.fixture
+async def conn(mid_server: MidServer) -> AsyncIterator[psycopg.AsyncConnection]:
+    async with await psycopg.AsyncConnection.connect(mid_server.dsn, autocommit=True) as c:
+        yield c
+
+
+async def test_finished_delivery_acknowledges_its_last_page(
+    mid_server: MidServer, conn: psycopg.AsyncConnection, tmp_path: Path
+) -> None:
+    """The cursor of a finished delivery's last page is sent back before it stops being
+    pulled: mid.delivery_sync then covers every message, so the purge may remove them all.
+    """
+    csv = tmp_path / "r.csv"
+    csv.write_text("mobile\n" + "\n".join(f"+3371{i:07d}" for i in range(100)) + "\n")
+    config = marketing_config(mid_server.url, pull_page_size=30)
+    delivery = (await create_delivery(conn, config, "promo", csv, "Hello")).delivery_id
+    service = Service(config, mid_server.dsn)
+    try:
+        assert await service.push_once(conn) == 3  # 40 + 40 + 20
+        mid_id = (await delivery_status(conn, delivery))["mid_delivery_id"]
+        mid_server.query(
+            "UPDATE mid.broad_log SET status = 'delivered', final_at = now() "
+            "WHERE delivery_id = %s",
+            mid_id,
+        )
+        # pages of 30, 30, 30 and a last one of 10 that only a pull from its cursor acks
+        assert await service.pull_once(conn) == 100
+        status = await delivery_status(conn, delivery)
+        assert (status["state"], status["delivered"]) == ("done", 100)
+        ((pulled_xid, pulled_id),) = mid_server.query(
+            "SELECT pulled_xid, pulled_id FROM mid.delivery_sync WHERE delivery_id = %s", mid_id
+        )
+        cursor = await conn.execute(
+            "SELECT status_cursor FROM marketing.delivery WHERE id = %s", (delivery,)
+        )
+        ((status_cursor,),) = await cursor.fetchall()
+        assert (pulled_xid, pulled_id) == parse_cursor(status_cursor) != (0, 0)
+        unpulled = mid_server.query(
+            "SELECT count(*) FROM mid.broad_log WHERE delivery_id = %s AND status_xid > 0 "
+            "AND (status_xid, id) > (%s, %s)",
+            mid_id,
+            pulled_xid,
+            pulled_id,
+        )
+        assert unpulled == [(0,)]
+        assert await service.pull_once(conn) == 0  # done: not pulled any more
+    finally:
+        await service.aclose()
