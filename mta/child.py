@@ -30,6 +30,7 @@ import sys
 
 import psycopg
 import structlog
+from psycopg.conninfo import make_conninfo
 
 from mta import coordination
 from mta.retry import RetryPolicy
@@ -62,7 +63,9 @@ class Child:
     def __init__(self, config: settings.MidConfig, index: int, dsn: str) -> None:
         self.config = config
         self.index = index
-        self.dsn = dsn
+        # named in pg_stat_activity: which host and child holds which connection
+        name = f"smsmta mta {config.host_id} child {index}"[:63]
+        self.dsn = make_conninfo(dsn, application_name=name)
         mta = config.mta
         self.lease = coordination.Lease(
             coordination.owner_name(config.host_id, index), config.host_id, mta.lease_ttl
@@ -165,21 +168,25 @@ class Child:
         return dict(await cursor.fetchall())
 
     async def _coordinate(self, sender: AccountSender) -> int:
-        """Take this child's rate share and bind slots of one account; return binds to run."""
+        """Take this child's bind slots and rate share of one account; return binds to run.
+
+        Slots first: a child left without a bind (every slot held by others) takes no
+        share of the cap, or the children that do send would be held to part of it.
+        """
         account = sender.account
-        if sender.cap:
-            share = await coordination.update_share(
-                self.coord, sender.account_id, self.lease.owner, sender.cap
-            )
-            sender.set_share(share)
-        wanted = account.connection.connections
+        binds = account.connection.connections
         max_binds = account.throughput.max_binds
         if max_binds:
             slots = await coordination.update_slots(
-                self.coord, sender.account_id, self.lease.owner, max_binds, wanted
+                self.coord, sender.account_id, self.lease.owner, max_binds, binds
             )
-            return len(slots)
-        return wanted
+            binds = len(slots)
+        if sender.cap:
+            share = await coordination.update_share(
+                self.coord, sender.account_id, self.lease.owner, sender.cap, active=binds > 0
+            )
+            sender.set_share(share)
+        return binds
 
     async def _heartbeat(self) -> None:
         loop = asyncio.get_running_loop()

@@ -77,6 +77,7 @@ SLOTS = "SELECT slot, owner FROM mid.bind_slot WHERE account_id = %s"
 TAKE_SLOT = "INSERT INTO mid.bind_slot (account_id, slot, owner) VALUES (%s, %s, %s)"
 GIVE_BACK = "DELETE FROM mid.bind_slot WHERE account_id = %s AND owner = %s AND slot = ANY(%s)"
 FORGET = "DELETE FROM mid.mta_lease WHERE owner = %s"
+LEAVE_SHARE = "DELETE FROM mid.rate_share WHERE account_id = %s AND owner = %s"
 
 
 def owner_name(host_id: str, index: int) -> str:
@@ -121,23 +122,35 @@ async def reclaim_dead(conn: psycopg.AsyncConnection, *, orphans: bool = True) -
 
 
 async def update_share(
-    conn: psycopg.AsyncConnection, account_id: int, owner: str, cap: float
+    conn: psycopg.AsyncConnection, account_id: int, owner: str, cap: float, active: bool = True
 ) -> float:
-    """This child's share of the account's cap now (0 while others still hold it)."""
+    """This child's share of the account's cap now (0 while others still hold it).
+
+    A child with no bind to send on (`active` False: no bind slot left to it) takes no
+    share: its share drops to 0 (still counting at its old value for `HOLD` seconds) and
+    its row goes once the hold is over, so the children that can send split the cap.
+    """
     async with conn.transaction():
         await conn.execute(LOCK_ACCOUNT, (account_id,))
         cursor = await conn.execute(SHARES, (HOLD, account_id))
         rows = await cursor.fetchall()
         mine = next((row for row in rows if row[0] == owner), None)
-        members = len(rows) + (0 if mine is not None else 1)
-        others = sum(
-            max(share, previous) if holding else share
-            for who, share, previous, holding in rows
-            if who != owner
-        )
-        target = cap / members
-        share = max(0.0, min(target, cap - others))
         current = mine[1] if mine is not None else 0.0
+        if not active:
+            if mine is None:
+                return 0.0
+            if current == 0 and not mine[3]:
+                await conn.execute(LEAVE_SHARE, (account_id, owner))
+                return 0.0
+            share = 0.0
+        else:
+            members = len(rows) + (0 if mine is not None else 1)
+            others = sum(
+                max(share, previous) if holding else share
+                for who, share, previous, holding in rows
+                if who != owner
+            )
+            share = max(0.0, min(cap / members, cap - others))
         lowered = share < current
         await conn.execute(
             SET_SHARE,

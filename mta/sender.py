@@ -12,6 +12,12 @@ bind that puts parts on the wire while three limits allow:
 3. the lease: a child that cannot renew it stops sending (fenced); one that lost it
    (another child reclaimed its rows) drops the claims it had not started sending.
 
+Claims follow the binds: nothing is claimed while no bind of the child is up (a child
+whose binds cannot come up - no bind slot left, a certificate that does not verify, an
+SMSC down - would otherwise hold messages other children and hosts could send), and
+after `UNBOUND_HANDBACK` seconds with no bind up the claims not yet started go back to
+the queue.
+
 In TRX mode the same binds receive receipts and MOs: each is stored in the inbox
 (sms_process.inbox) and answered only once committed; the SMS process handles them.
 
@@ -53,6 +59,7 @@ from smsmta.settings import Account, Mode
 log = structlog.get_logger("mta.sender")
 
 UNKNOWN_FATE = -1  # error_status of a message whose part got no answer too many times
+UNBOUND_HANDBACK = 10.0  # seconds with no bind up before unsent claims go back to the queue
 
 
 def bind_settings(account: Account, kind: BindKind) -> BindSettings:
@@ -127,6 +134,8 @@ class AccountSender(BaseHandler):
         self.poll_interval = poll_interval
         self.unpersisted: dict[SmppConnection, int] = {}
         self.clients: list[SmppClient] = []
+        self.bound = 0  # binds of this sender up now
+        self._unbound_since: float | None = asyncio.get_running_loop().time()
         self._tasks: list[asyncio.Task[None]] = []
         self._wakeup = asyncio.Event()
         self._need_work = asyncio.Event()
@@ -165,10 +174,16 @@ class AccountSender(BaseHandler):
 
     def on_bound(self, conn: SmppConnection) -> None:
         self.m_binds.inc()
+        self.bound += 1
+        self._unbound_since = None
+        self._need_work.set()
         self._wakeup.set()
 
     def on_unbound(self, conn: SmppConnection, reason: str) -> None:
         self.m_binds.dec()
+        self.bound -= 1
+        if self.bound == 0:
+            self._unbound_since = conn.loop.time()
         obs.RECONNECTS.labels(self.account.name).inc()
 
     # --- claiming --------------------------------------------------------------------
@@ -207,7 +222,7 @@ class AccountSender(BaseHandler):
 
     async def _claim_loop(self) -> None:
         while self._claiming:
-            room = self.high_water - self.in_memory
+            room = self.high_water - self.in_memory if self.bound else 0
             if room >= min(self.claim_batch, self.high_water // 2) or (room > 0 and not self.parts):
                 try:
                     got = await self._claim(min(room, self.claim_batch))
@@ -426,12 +441,12 @@ class AccountSender(BaseHandler):
 
         return durable
 
-    def _release(self, mt: Mt) -> None:
-        """Hand an unsent claimed message back to the queue (shutdown)."""
+    def _release(self, mt: Mt, reason: str = "released at shutdown") -> None:
+        """Hand an unsent claimed message back to the queue."""
         self.writer.retry(
             mt,
             datetime.now(UTC),
-            "released at shutdown",
+            reason,
             counted=False,
             callback=self._durable_callback(mt),
         )
@@ -460,12 +475,31 @@ class AccountSender(BaseHandler):
         self._wakeup.set()
 
     def tick(self) -> None:
-        """Periodic: let AIMD climb back and apply it."""
+        """Periodic: hand back claims no bind can send; let AIMD climb back and apply it."""
+        self._hand_back_if_unbound(asyncio.get_running_loop().time())
         if self.aimd.rate is not None or self.aimd.reference is not None:
             before = self.aimd.rate
             self.aimd.on_clean(asyncio.get_running_loop().time())
             if self.aimd.rate != before:
                 self._apply_rate()
+
+    def _hand_back_if_unbound(self, now: float) -> None:
+        """No bind up for UNBOUND_HANDBACK s (or none to run): unsent claims go back."""
+        since = self._unbound_since
+        if since is None or not self._claiming or not (self.parts or self.delayed):
+            return
+        if self.clients and now - since < UNBOUND_HANDBACK:
+            return
+        unsent = self._take_unsent()
+        for mt in unsent:
+            self._release(mt, "no bind up: back to the queue")
+        if unsent:
+            log.warning(
+                "mta.claims_handed_back",
+                account=self.account.name,
+                messages=len(unsent),
+                unbound_for=round(now - since, 1),
+            )
 
     # --- stopping ----------------------------------------------------------------------
 
@@ -474,15 +508,10 @@ class AccountSender(BaseHandler):
         self._claiming = False
         self._need_work.set()
         self._draining = True
-        keep: deque[tuple[Mt, int]] = deque()
-        released: set[int] = set()
-        for mt, index in list(self.parts) + [(mt, i) for _, mt, i in self.delayed]:
-            if mt.started:
-                keep.append((mt, index))
-            elif mt.id not in released:
-                released.add(mt.id)
-                self._release(mt)
-        self.parts, self.delayed = keep, deque()
+        for mt in self._take_unsent():
+            self._release(mt)
+        self.parts.extend((mt, index) for _, mt, index in self.delayed)
+        self.delayed = deque()
         self._wakeup.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._all_durable.wait(), timeout)
@@ -502,16 +531,7 @@ class AccountSender(BaseHandler):
         are not ours any more. Messages with a part on the wire finish as usual (their
         window bounds the duplicates). Returns the number of messages dropped.
         """
-        keep: deque[tuple[Mt, int]] = deque()
-        dropped: set[int] = set()
-        for mt, index in self.parts:
-            if mt.started:
-                keep.append((mt, index))
-            else:
-                dropped.add(mt.id)
-        delayed = deque(item for item in self.delayed if item[1].started)
-        dropped.update(mt.id for _, mt, _ in self.delayed if not mt.started)
-        self.parts, self.delayed = keep, delayed
+        dropped = self._take_unsent()
         self.in_memory -= len(dropped)
         if self.in_memory <= 0:
             self.in_memory = 0
@@ -519,6 +539,20 @@ class AccountSender(BaseHandler):
         self._need_work.set()
         self._wakeup.set()
         return len(dropped)
+
+    def _take_unsent(self) -> list[Mt]:
+        """Remove the claimed messages none of whose parts went out; return them."""
+        unsent: dict[int, Mt] = {}
+        keep: deque[tuple[Mt, int]] = deque()
+        for mt, index in self.parts:
+            if mt.started:
+                keep.append((mt, index))
+            else:
+                unsent[mt.id] = mt
+        delayed = deque(item for item in self.delayed if item[1].started)
+        unsent.update((mt.id, mt) for _, mt, _ in self.delayed if not mt.started)
+        self.parts, self.delayed = keep, delayed
+        return list(unsent.values())
 
     def leftovers(self) -> list[Mt]:
         """Messages still claimed after stop() (no answer in time): for the lease's end."""

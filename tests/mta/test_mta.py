@@ -276,6 +276,40 @@ async def test_max_binds_caps_the_binds_of_all_children(harness: Harness, smsc: 
     assert smsc.counters.accepted == count and smsc.counters.duplicates == 0
 
 
+async def test_a_child_without_a_bind_slot_claims_nothing_and_leaves_it_the_whole_cap(
+    harness: Harness, smsc: Smsc
+) -> None:
+    # two children, one bind allowed: the child left without a slot must neither hold
+    # messages it cannot send nor keep half of the cap for itself
+    path, config = harness.write_config(
+        mid_config(smsc.port, children=2, connections=1, max_binds=1, rate=300)
+    )
+    count = 3_000
+    await harness.enqueue(config, count)
+    mta = await harness.start_mta(path)
+    owners: set[str] = set()
+    shares: dict[str, float] = {}
+
+    async def all_sent() -> bool:
+        rows = await harness.query(
+            "SELECT DISTINCT lease_owner FROM mid.broad_log WHERE status = 'sending'"
+        )
+        owners.update(owner for (owner,) in rows)
+        for owner, share in await harness.query("SELECT owner, share FROM mid.rate_share"):
+            shares[owner] = share
+        return (await harness.statuses()).get("sent", 0) == count
+
+    await harness.wait_until(all_sent, 90, "every message sent", mta)
+    slot_owners = await harness.query("SELECT owner FROM mid.bind_slot")
+    assert await mta.stop() == 0
+    assert len(slot_owners) == 1
+    assert owners == {slot_owners[0][0]}  # only the child with the bind claimed
+    # once settled, the bound child holds the whole cap and the other nothing
+    assert shares[slot_owners[0][0]] == 300
+    assert all(share == 0 for owner, share in shares.items() if owner != slot_owners[0][0])
+    assert smsc.counters.accepted == count and smsc.counters.duplicates == 0
+
+
 async def test_sigterm_returns_unsent_claims_and_a_restart_finishes_the_job(
     harness: Harness, smsc: Smsc
 ) -> None:
