@@ -27,12 +27,34 @@ from datetime import UTC, datetime
 
 from smpp.constants import EsmClass, Tag
 from smpp.pdu import Pdu, SubmitSm
-from smpp.text import encode_message
+from smpp.text import TextError, encode_message
 from smsmta.settings import Account
 
 TRANSMISSION_SUBUNIT = {"normal": 0, "flash": 1, "mobile_equipment": 2, "sim": 3}
 _NOT_DIGITS = re.compile(r"\D+")
 _LETTERS = re.compile(r"[A-Za-z]")
+# C-Octet String fields a message fills, and their longest value (SMPP 3.4 section 5.2)
+_FIELD_LIMITS = (("source_addr", 20), ("destination_addr", 20), ("service_type", 5))
+
+
+class UnsendableMessage(TextError):
+    """A field of the message cannot go into a submit_sm (too long, or not Latin-1)."""
+
+
+def _check_fields(fields: dict[str, object]) -> None:
+    for name, limit in _FIELD_LIMITS:
+        value = fields[name]
+        assert isinstance(value, str)
+        if len(value) > limit:
+            raise UnsendableMessage(
+                f"{name} {value!r} is {len(value)} characters; SMPP allows at most {limit}"
+            )
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError as error:
+            raise UnsendableMessage(
+                f"{name} {value!r}: {value[error.start]!r} is not one octet (Latin-1)"
+            ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +131,7 @@ class MtBuilder:
             else "",
             "data_coding": encoded.data_coding,
         }
+        _check_fields(common)
         registered = 1 if options.registered_delivery else 0
         if encoded.payload is not None:
             payload_tlvs = (*tlvs, (Tag.message_payload, encoded.payload))

@@ -27,7 +27,6 @@ import uvicorn
 
 from midsourcing import auth
 from midsourcing.server import uvicorn_config
-from smpp.codec import LocalProtocolError
 from smpp.simulator import Smsc
 from smsmta.settings import MidConfig
 from tests.midsourcing.conftest import OPS_PASSWORD, free_port
@@ -151,14 +150,6 @@ async def test_each_unsendable_message_fails_alone_with_its_reason(
     assert smsc.counters.accepted == COUNT - len(BAD)  # nothing unsendable reached the SMSC
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=LocalProtocolError,
-    reason="product bug, mta/sender.py:251-254: only TextError is caught when a message's "
-    "PDUs are built; a PDU the codec refuses (destination_addr over 20 characters) raises "
-    "LocalProtocolError in _fill (mta/sender.py:299), kills the child's sender task, and the "
-    "restarted child claims it again: a crash loop that stops the account",
-)
 def test_the_mta_fails_a_message_whose_pdu_cannot_be_encoded_instead_of_dying() -> None:
     from mta.submit import DeliveryOptions, MtBuilder
     from smpp.codec import encode
@@ -166,9 +157,9 @@ def test_the_mta_fails_a_message_whose_pdu_cannot_be_encoded_instead_of_dying() 
 
     document = json.loads(mid_config(2775, smsc={"send_full_phone_number": True}))
     account = MidConfig.model_validate(document).accounts[0]
-    try:
-        pdus = MtBuilder(account).build(1, TOO_LONG, "Hello", DeliveryOptions(id=1))
-    except TextError:
-        return  # refused where the sender fails a message alone: the expected behaviour
-    for pdu in pdus:
-        encode(pdu.with_sequence_number(1))  # LocalProtocolError: what kills the sender
+    # refused where the sender fails a message alone (TextError: a hard failure with this
+    # reason), not by the codec on the wire, which would kill the child's sending task
+    with pytest.raises(TextError, match=r"destination_addr '\+?\d+' is \d+ characters; SMPP"):
+        MtBuilder(account).build(1, TOO_LONG, "Hello", DeliveryOptions(id=1))
+    for pdu in MtBuilder(account).build(1, "+33612345678", "Hello", DeliveryOptions(id=1)):
+        encode(pdu.with_sequence_number(1))  # a valid number still encodes
