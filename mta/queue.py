@@ -3,7 +3,10 @@
 A claim is one statement: the due pending rows of the account, oldest first, locked
 with FOR UPDATE SKIP LOCKED (so children and hosts never wait on each other nor take
 the same row) and marked `sending` under the child's lease owner. Rows of paused or
-cancelled deliveries stay in the queue. Each claimed row says whether its address asked
+cancelled deliveries stay in the queue: a NOT IN over the few such deliveries (a hashed
+subplan), not NOT EXISTS, which the planner turns into an anti-join that scans and sorts
+every pending row of a big delivery (604 ms a claim at 430k rows, 9 ms with NOT IN).
+Each claimed row says whether its address asked
 the short code it would be sent from (the delivery's From, else the account's source
 number, or the account's short code) to stop: such a message is never sent.
 
@@ -26,8 +29,8 @@ CLAIM = """
 WITH due AS (
     SELECT b.id FROM mid.broad_log b
     WHERE b.account_id = %(account_id)s AND b.status = 'pending' AND b.next_try_at <= now()
-      AND NOT EXISTS (SELECT 1 FROM mid.delivery d
-                      WHERE d.id = b.delivery_id AND d.state IN ('paused', 'cancelled'))
+      AND b.delivery_id NOT IN (SELECT d.id FROM mid.delivery d
+                                WHERE d.state IN ('paused', 'cancelled'))
     ORDER BY b.next_try_at
     LIMIT %(limit)s
     FOR UPDATE OF b SKIP LOCKED
