@@ -682,7 +682,7 @@ def _locate(document: Any, loc: Sequence[int | str]) -> tuple[int | None, str | 
         except (AttributeError, KeyError, TypeError):
             break
         if depth == 1 and loc[0] == "accounts" and isinstance(node, dict):
-            account = str(node.get("name", f"#{key}"))
+            account = str(node.get("name") or f"#{key + 1}")
     return line, account
 
 

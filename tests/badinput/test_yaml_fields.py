@@ -273,11 +273,6 @@ def test_every_invalid_field_is_named_with_its_file_line_and_account(tmp_path: P
     assert wrong == [], "\n".join(wrong)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug, smsmta/settings.py _locate() (line 685): an account whose name is "
-    "empty is not identified (no 'account #2'); the issue reads only 'name: ...'",
-)
 @pytest.mark.parametrize(("kind", "path", "what", "value"), EMPTY_NAMES)
 def test_an_account_with_an_empty_name_is_identified_by_its_position(
     tmp_path: Path, kind: str, path: tuple[Any, ...], what: str, value: Any
