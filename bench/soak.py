@@ -323,7 +323,7 @@ class Counts:
 
 
 def _service_of(application_name: str) -> str:
-    if application_name.startswith("soak mta"):
+    if application_name.startswith(("soak mta", "smsmta mta")):
         return "mta"
     if application_name.startswith(("soak sms", "smsmta sms-process")):
         return "sms"

@@ -729,9 +729,12 @@ async def run_fault(stack: FaultStack, fault: Fault, sizes: Sizes | None = None)
                         list(FINAL),
                     )
                 if counted is not None:
-                    if "baseline" not in progress:
-                        progress["baseline"] = counted[0][0]
-                    elif counted[0][0] > progress["baseline"] or counted[0][0] == count:
+                    final = counted[0][0]
+                    if "baseline" not in progress and final < count:
+                        progress["baseline"] = final
+                    elif final == count or final > progress["baseline"]:
+                        # all final at the first look (the load finished while the
+                        # service was down and it caught up at once) is a recovery too
                         progress["at"] = loop.time() - cleared
             rows = await try_query(
                 stack,

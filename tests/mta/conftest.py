@@ -163,7 +163,8 @@ class Harness:
         return delivery_id
 
     async def start_mta(self, config_path: Path, **env: str) -> Mta:
-        log_path = config_path.with_suffix(".log")
+        # "mta-<config>.log": the mid server started from the same file logs to "mid.log"
+        log_path = config_path.with_name(f"mta-{config_path.stem}.log")
         environment = {
             **os.environ,
             DATABASE_URL_ENV: self.url.render_as_string(hide_password=False),
