@@ -48,7 +48,7 @@ def _load_marketing(config_path: str) -> settings.MarketingConfig:
 
     cfg = load_config(config_path, settings.MarketingConfig, "command")
     # tools print their results on stdout; the log (warnings and errors only) goes to stderr
-    obs.configure_logging("marketing-cli", "warning", cfg.logging.format)
+    obs.configure_logging("marketing-cli", "warning", cfg.logging.format, cache=False)
     return cfg
 
 

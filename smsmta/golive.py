@@ -1107,7 +1107,7 @@ def run_command(
     if not to.strip() or not re.fullmatch(r"\+?[0-9 ]{3,20}", to.strip()):
         err.print(f"--to {to!r}: give a phone number (MSISDN), e.g. +33612345678", markup=False)
         return 2
-    obs.configure_logging("account-test", "error", "console")
+    obs.configure_logging("account-test", "error", "console", cache=False)
     out = Console(highlight=False, soft_wrap=True)
     if as_json:
         report = uvloop.run(run_check(account, to.strip(), text=text, wait=wait))

@@ -142,8 +142,14 @@ def redact_secrets(
     return event_dict
 
 
-def configure_logging(service: str, level: str = "info", fmt: str = "json") -> None:
-    """Set up structlog (and the standard logging it may forward to) for one service."""
+def configure_logging(
+    service: str, level: str = "info", fmt: str = "json", *, cache: bool = True
+) -> None:
+    """Set up structlog (and the standard logging it may forward to) for one service.
+
+    `cache`: loggers keep this set-up once used (fast, for services); a one-shot tool
+    passes False so that code it runs in a bigger process (a test) is not pinned to it.
+    """
     numeric = logging.getLevelNamesMapping()[level.upper()]
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -161,7 +167,7 @@ def configure_logging(service: str, level: str = "info", fmt: str = "json") -> N
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     structlog.contextvars.bind_contextvars(service=service)
     # the standard library's records (asyncio, uvicorn, psycopg...) in the same format, so

@@ -8,6 +8,7 @@ made for it under /tmp, and stops it at the end. No mock database anywhere.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import uuid
@@ -16,10 +17,23 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import structlog
 from sqlalchemy import URL
 
 from smsmta.db import migrate
 from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A test that runs a CLI command in this process (click's runner) sets up logging for
+    that tool (level, handlers): put back what was there, or later tests lose records."""
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**config)
+    root.handlers[:], root.level = handlers, level
 
 
 @pytest.fixture(scope="session")
