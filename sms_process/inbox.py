@@ -169,6 +169,7 @@ class Inbox:
 
     async def run(self) -> None:
         """Flush back to back while there is something to write; until close()."""
+        failures = 0
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -176,12 +177,20 @@ class Inbox:
                 try:
                     await self.flush()
                 except psycopg.Error as error:
-                    log.warning(
-                        "sms_process.inbox_flush_failed", error=str(error), rows=len(self._rows)
-                    )
+                    failures += 1
+                    if failures == 1:  # once an outage, not once a retry
+                        log.warning(
+                            "sms_process.inbox_flush_failed",
+                            error=str(error),
+                            rows=len(self._rows),
+                        )
                     await asyncio.sleep(self.retry_delay)
                     if self.conn is not None and (self.conn.closed or self.conn.broken):
                         self.conn = None
+                else:
+                    if failures:
+                        log.info("sms_process.inbox_flush_recovered", attempts=failures)
+                    failures = 0
             self._idle.set()
             if self._closing:
                 return
