@@ -400,6 +400,9 @@ def one_run(url: str, count: int, args: argparse.Namespace, folder: Path) -> dic
             "--control-port", str(ports["control"]),
             "--dlr-delay-ms", str(args.dlr_delay_ms), "--fail-rate", str(args.fail_rate),
             "--seed", "1",
+            # no query_sm here: a small store keeps the simulator's memory bounded
+            # (~1 KB a message); the duplicate check still remembers every message
+            "--message-store-size", "20000", "--duplicate-window", str(max(count, 1000)),
         )  # fmt: skip
         wait_until(stack, "simulator", lambda: httpx.get(control).status_code == 200, 30)
         stack.run(

@@ -1606,6 +1606,18 @@ def cli_command() -> click.Command:
     @click.option("--control-port", type=int, default=None, help="HTTP control port (0: any).")
     @click.option("--seed", type=int, default=None, help="Seed for reproducible outcomes.")
     @click.option("--mo-short-code", default="38000", show_default=True)
+    @click.option(
+        "--message-store-size",
+        default=200_000,
+        show_default=True,
+        help="Messages kept for query_sm/cancel_sm/replace_sm (memory: ~1 KB each, up to 2x).",
+    )
+    @click.option(
+        "--duplicate-window",
+        default=1_000_000,
+        show_default=True,
+        help="Accepted submits remembered to count duplicates (up to 2x).",
+    )
     def smsc_sim(extra_accounts: tuple[str, ...], dlr_failure_stats: str, **options: Any) -> None:
         """Run the SMSC simulator (SMPP 3.4) until SIGINT/SIGTERM."""
         try:
