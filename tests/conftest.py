@@ -13,6 +13,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -48,18 +49,29 @@ def pg_server_url() -> Iterator[URL]:
         yield url
 
 
-@pytest.fixture
-def fresh_db_url(pg_server_url: URL) -> Iterator[URL]:
-    """A new empty database for one test, dropped afterwards."""
-    name = f"smsmta_test_{uuid.uuid4().hex[:12]}"
-    admin = libpq_dsn(pg_server_url)
+@contextmanager
+def scratch_database(server: URL, prefix: str, *, migrated: bool = False) -> Iterator[URL]:
+    """A new database on `server` (both schemas at their heads if `migrated`), dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = libpq_dsn(server)
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
+    url = server.set(database=name)
     try:
-        yield pg_server_url.set(database=name)
+        if migrated:
+            for side in migrate.SIDE_NAMES:
+                migrate.upgrade(url, side)
+        yield url
     finally:
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fresh_db_url(pg_server_url: URL) -> Iterator[URL]:
+    """A new empty database for one test, dropped afterwards."""
+    with scratch_database(pg_server_url, "smsmta_test") as url:
+        yield url
 
 
 @pytest.fixture

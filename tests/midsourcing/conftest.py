@@ -13,7 +13,6 @@ import json
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,9 @@ from sqlalchemy import URL
 
 from midsourcing import auth
 from midsourcing.server import uvicorn_config
-from smsmta.db import migrate
 from smsmta.db.engine import libpq_dsn
 from smsmta.settings import MidConfig, load
+from tests.conftest import scratch_database
 
 OPS_PASSWORD = "correct horse battery"
 VIEWER_PASSWORD = "viewer password"
@@ -96,18 +95,8 @@ class MidServer:
 @pytest.fixture(scope="module")
 def module_db(pg_server_url: URL) -> Iterator[URL]:
     """A database with both schemas migrated, for one test module."""
-    name = f"smsmta_mid_{uuid.uuid4().hex[:12]}"
-    admin = libpq_dsn(pg_server_url)
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    url = pg_server_url.set(database=name)
-    try:
-        for side in migrate.SIDE_NAMES:
-            migrate.upgrade(url, side)
+    with scratch_database(pg_server_url, "smsmta_mid", migrated=True) as url:
         yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")

@@ -17,22 +17,20 @@ import json
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import uvicorn
 from sqlalchemy import URL
 
 from midsourcing import auth
 from midsourcing.server import NotifyingServer, uvicorn_config
-from smsmta.db import migrate
 from smsmta.db.engine import libpq_dsn
 from smsmta.settings import MidConfig, load
 from smsmta.systemd import Notifier
+from tests.conftest import scratch_database
 from tests.midsourcing.conftest import (
     OPS_PASSWORD,
     VIEWER_PASSWORD,
@@ -110,18 +108,8 @@ def stop_server(server: uvicorn.Server) -> None:
 @pytest.fixture(scope="session")
 def security_db(pg_server_url: URL) -> Iterator[URL]:
     """A database with both schemas migrated, shared by the security tests."""
-    name = f"smsmta_security_{uuid.uuid4().hex[:12]}"
-    admin = libpq_dsn(pg_server_url)
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    url = pg_server_url.set(database=name)
-    try:
-        for side in migrate.SIDE_NAMES:
-            migrate.upgrade(url, side)
+    with scratch_database(pg_server_url, "smsmta_security", migrated=True) as url:
         yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
