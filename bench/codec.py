@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.receipts import cpu_model
 from smpp.codec import Framer, decode, encode
 from smpp.constants import EsmClass, MessageState, Npi, Tag, Ton
 from smpp.pdu import DeliverSm, SubmitSm, SubmitSmResp
@@ -72,16 +73,6 @@ DELIVER_SM = DeliverSm(
         (Tag.message_state, MessageState.DELIVERED),
     ),
 )
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def best_rate(function: Callable[[Any], Any], argument: Any, iterations: int, repeat: int) -> float:

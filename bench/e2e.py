@@ -54,7 +54,6 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -72,25 +71,13 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.receipts import cpu_model  # noqa: E402
 from smsmta.db import migrate  # noqa: E402
 from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url  # noqa: E402
+from smsmta.demo import free_port  # noqa: E402
 
 TEXT = "Bonjour, votre code promo expire ce soir !"
 OPERATOR = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 # --- the stack --------------------------------------------------------------------------

@@ -34,7 +34,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,17 +58,12 @@ from midsourcing.schemas import DeliveryCreate, Message  # noqa: E402
 from smpp.simulator import SimulatorConfig, Smsc  # noqa: E402
 from smsmta.db import migrate  # noqa: E402
 from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url  # noqa: E402
+from smsmta.demo import free_port  # noqa: E402
 from smsmta.settings import MarketingAccount  # noqa: E402
 
 PASSWORD = "scale-out bench password"
 CHUNK = 5_000
 RUN_LIMIT = 600.0  # seconds: a run that takes longer is stopped and reported
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the simulator, in its own process ----------------------------------------------------

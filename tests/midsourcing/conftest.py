@@ -10,7 +10,6 @@ Accounts: `ops_sms` (enabled, transliteration on, source number +33600000000) an
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -27,17 +26,12 @@ from sqlalchemy import URL
 from midsourcing import auth
 from midsourcing.server import uvicorn_config
 from smsmta.db.engine import libpq_dsn
+from smsmta.demo import free_port as free_port  # re-exported to the tests
 from smsmta.settings import MidConfig, load
 from tests.conftest import scratch_database
 
 OPS_PASSWORD = "correct horse battery"
 VIEWER_PASSWORD = "viewer password"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def mid_settings(port: int, smpp_port: int = 2775, **mid: Any) -> dict[str, Any]:

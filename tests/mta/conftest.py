@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,17 +27,12 @@ from sqlalchemy import URL
 from smpp.simulator import SimulatorConfig, Smsc
 from smsmta.accounts import sync_accounts
 from smsmta.db.engine import DATABASE_URL_ENV, libpq_dsn
+from smsmta.demo import free_port as free_port  # re-exported to the tests
 from smsmta.enqueue import DeliverySpec, create_delivery, enqueue
 from smsmta.settings import MidConfig, load
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "ops_sms"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def mid_config(
