@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -130,6 +131,11 @@ class OwnPostgres:
         if self.server is not None:
             with contextlib.suppress(Exception):
                 self.server.cleanup()
+            # a server started again by pg_ctl (the postgres_restart fault) is not the one
+            # pgserver tracks: its cleanup leaves it running, so stop it here too
+            with contextlib.suppress(Exception):
+                self._pg_ctl("-w", "-m", "immediate", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
