@@ -35,8 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psycopg
 import structlog
 
-from smpp.aio import BaseHandler, BindKind, BindSettings, SmppClient
-from smpp.session import Timeouts
+from smpp.aio import BaseHandler, SmppClient
 from smsmta.db import migrate
 from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url
 from tests.badinput.smpp_fuzzer import (
@@ -49,6 +48,7 @@ from tests.badinput.smpp_fuzzer import (
     fuzz_esme,
     fuzz_smsc,
     make_cases,
+    receiver_settings,
 )
 from tests.badinput.test_smpp_fuzz import simulator_process
 
@@ -59,16 +59,7 @@ async def fuzz_client(pdus: int, seed: int) -> Tally:
     loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
     tally = Tally("our SmppClient (receiver)")
     async with FakeSmsc() as smsc:
-        settings = BindSettings(
-            host="127.0.0.1",
-            port=smsc.port,
-            system_id="fuzz",
-            password="secret",
-            kind=BindKind.RECEIVER,
-            reconnect_delay=0.05,
-            timeouts=Timeouts(response=5, bind=5, enquire_link_period=30, unbind=1),
-            name="fuzz-client",
-        )
+        settings = receiver_settings(smsc.port)
         client = SmppClient(settings, BaseHandler())
         task = asyncio.create_task(client.run())
         await fuzz_esme(smsc, make_cases(seed, ESME_RX, pdus), tally)

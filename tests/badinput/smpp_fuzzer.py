@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from smpp.aio import BindKind, BindSettings
 from smpp.codec import DEFAULT_MAX_COMMAND_LENGTH, Framer, decode, encode
 from smpp.constants import RESPONSE_BIT, CommandId, EsmClass, Tag, status_name
 from smpp.constants import CommandStatus as S
@@ -57,6 +58,7 @@ from smpp.pdu import (
     UnbindResp,
     error_response,
 )
+from smpp.session import Timeouts
 
 C = CommandId
 _HEADER = struct.Struct(">IIII")
@@ -733,6 +735,20 @@ async def fuzz_smsc(links: EsmeLinks, cases: list[Case], tally: Tally) -> None:
     """Send `cases` to an SMSC as a bound transceiver, re-binding after each reset."""
     await _run(cases, tally, links.get)
     tally.rebinds = links.connects - 1
+
+
+def receiver_settings(port: int) -> BindSettings:
+    """Our SmppClient's receiver bind to a FakeSmsc on `port`, quick to reconnect."""
+    return BindSettings(
+        host="127.0.0.1",
+        port=port,
+        system_id="fuzz",
+        password="secret",
+        kind=BindKind.RECEIVER,
+        reconnect_delay=0.05,
+        timeouts=Timeouts(response=5, bind=5, enquire_link_period=30, unbind=1),
+        name="fuzz-client",
+    )
 
 
 def make_cases(seed: int, peer: Peer, count: int) -> list[Case]:

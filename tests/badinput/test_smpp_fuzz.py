@@ -29,13 +29,13 @@ from typing import Any
 
 import pytest
 
-from smpp.aio import BaseHandler, BindKind, BindSettings, SmppClient
+from smpp.aio import BaseHandler, SmppClient
 from smpp.codec import encode
 from smpp.constants import CommandId, EsmClass, Tag
 from smpp.constants import CommandStatus as S
 from smpp.errors import RemoteProtocolError
 from smpp.pdu import DeliverSm, GenericNack, SubmitSm
-from smpp.session import Role, Session, Timeouts
+from smpp.session import Role, Session
 from tests.badinput.smpp_fuzzer import (
     ESME_RX,
     SMSC_TRX,
@@ -46,6 +46,7 @@ from tests.badinput.smpp_fuzzer import (
     fuzz_esme,
     fuzz_smsc,
     make_cases,
+    receiver_settings,
 )
 from tests.mta.conftest import ROOT, free_port
 from tests.sms_process.conftest import (
@@ -107,16 +108,7 @@ async def test_fuzz_our_smpp_client() -> None:
 
     try:
         async with FakeSmsc() as smsc:
-            settings = BindSettings(
-                host="127.0.0.1",
-                port=smsc.port,
-                system_id="fuzz",
-                password="secret",
-                kind=BindKind.RECEIVER,
-                reconnect_delay=0.05,
-                timeouts=Timeouts(response=5, bind=5, enquire_link_period=30, unbind=1),
-                name="fuzz-client",
-            )
+            settings = receiver_settings(smsc.port)
             client = SmppClient(settings, Handler())
             task = asyncio.create_task(client.run())
             try:
