@@ -43,7 +43,7 @@ import structlog
 from mta.queue import DeliveryCache, Mt, claim
 from mta.retry import RetryPolicy, Verdict
 from mta.submit import MtBuilder
-from mta.throttle import Aimd, RateLimiter
+from mta.throttle import Aimd, RateLimiter, SmscWindow
 from mta.writer import Callback, Writer
 from smpp.aio import BaseHandler, BindKind, BindSettings, SmppClient, SmppConnection
 from smpp.constants import CommandStatus, is_throttling, status_name
@@ -121,6 +121,7 @@ class AccountSender(BaseHandler):
         self.cap = account.throughput.max_mt_per_second or None
         self.limiter = RateLimiter(self.cap, asyncio.get_running_loop().time())
         self.aimd = Aimd(self.cap)
+        self.smsc_window = SmscWindow(account.throughput.window)
         self.share: float | None = self.cap
         self.fenced = False
         self.parts: deque[tuple[Mt, int]] = deque()
@@ -300,7 +301,11 @@ class AccountSender(BaseHandler):
     def _fill(self, conn: SmppConnection, now: float) -> int:
         if self.fenced or not self.parts:
             return 0
-        free = conn.window_free - self.unpersisted.get(conn, 0)
+        unanswered = conn.session.in_flight
+        free = min(
+            conn.window_free - self.unpersisted.get(conn, 0),
+            self.smsc_window.limit - unanswered,
+        )
         wanted = min(free, len(self.parts))
         if wanted <= 0:
             return 0
@@ -309,7 +314,8 @@ class AccountSender(BaseHandler):
         for _ in range(granted):
             mt, index = parts.popleft()
             mt.started = True
-            conn.submit(mt.pdus[index], (mt, index, now))
+            conn.submit(mt.pdus[index], (mt, index, now, unanswered))
+            unanswered += 1
         if granted:
             self.m_submitted.inc(granted)
             self.m_in_flight.inc(granted)
@@ -326,7 +332,7 @@ class AccountSender(BaseHandler):
     # --- answers ---------------------------------------------------------------------
 
     def on_response(self, conn: SmppConnection, response: Response) -> None:
-        mt, index, sent_at = response.context
+        mt, index, sent_at, unanswered = response.context
         pdu = response.pdu
         status = pdu.command_status
         now = conn.loop.time()
@@ -334,6 +340,7 @@ class AccountSender(BaseHandler):
         obs.MT_RESPONSES.labels(self.account.name, status_name(status)).inc()
         if status == 0:
             self.aimd.on_clean(now)
+            self.smsc_window.on_accepted(unanswered)
             provider_id = pdu.message_id
             if self.ack_format is not IdFormat.AS_IS:
                 try:
@@ -346,7 +353,18 @@ class AccountSender(BaseHandler):
             self.m_throttled.inc()
             self.m_in_flight.dec()
             observed = self.limiter.in_window(now)
-            if self.aimd.on_throttled(now, float(observed)):
+            limit = self.smsc_window.limit
+            if self.smsc_window.on_throttled(unanswered, now):
+                if self.smsc_window.limit < limit:
+                    log.warning(
+                        "mta.smsc_window",
+                        account=self.account.name,
+                        window=self.smsc_window.limit,
+                        configured=self.smsc_window.window,
+                        why="throttled beyond this many unanswered submits: window lowered, "
+                        "rate kept",
+                    )
+            elif self.aimd.on_throttled(now, float(observed)):
                 self.m_aimd.inc()
                 log.warning("mta.aimd_decrease", account=self.account.name, rate=self.aimd.rate)
                 self._apply_rate()
@@ -365,7 +383,7 @@ class AccountSender(BaseHandler):
             # SMSC once it flows again: reset it, so that the parts in flight on this bind,
             # its window at most, are the only ones sent twice (Kannel's default too).
             conn.abort(f"no answer to a submit within {self.account.throughput.mt_timeout:g} s")
-        mt, index, _ = expired.context
+        mt, index, _, _ = expired.context
         self.m_in_flight.dec()  # off the wire; counted again if it goes back on
         self.m_dups.inc()
         mt.possible_duplicate = True
@@ -476,7 +494,10 @@ class AccountSender(BaseHandler):
 
     def tick(self) -> None:
         """Periodic: hand back claims no bind can send; let AIMD climb back and apply it."""
-        self._hand_back_if_unbound(asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        self._hand_back_if_unbound(now)
+        if self.smsc_window.tick(now):
+            self._wakeup.set()
         if self.aimd.rate is not None or self.aimd.reference is not None:
             before = self.aimd.rate
             self.aimd.on_clean(asyncio.get_running_loop().time())

@@ -19,6 +19,16 @@ answers make it climb back linearly, never above the cap. With no cap configured
 rate at which throttling began stands in for it, and the limit lifts once climbed
 back to twice that.
 
+`SmscWindow` tells the two causes of a throttling answer apart. An SMSC that holds fewer
+submits of a bind than our `window` throttles the excess whatever the rate: halving the
+rate then only slows everything down (our window 50 against an SMSC's 10 took 21 s for
+2,000 messages where 5.5 s were enough). A throttled part sent while `n` others were
+unanswered on its bind, when the SMSC has never accepted one sent with `n` or more, says
+the SMSC's window is at most `n`: the bind's window shrinks to `n` and the rate is left
+alone. Throttled with nothing else unanswered, or at an occupancy the SMSC has accepted
+before, it is the rate: AIMD. A
+shrunk window probes one more every `probe_after` seconds.
+
 Pure: time enters as `now` (seconds, monotonic). Touches nothing.
 """
 
@@ -199,3 +209,40 @@ class Aimd:
         elif self.rate >= 2 * self.reference:
             self.rate = None  # recovered well past where throttling began: lift the limit
             self.reference = None
+
+
+class SmscWindow:
+    """The SMSC's own window on one account's binds, learned from throttling answers."""
+
+    def __init__(self, window: int, *, probe_after: float = 10.0) -> None:
+        self.window = window  # what the settings allow
+        self.limit = window  # what the SMSC is believed to hold
+        self.probe_after = probe_after
+        self.accepted_max = -1  # most unanswered when an accepted part was sent
+        self._since = -math.inf  # when the limit last changed
+
+    def on_accepted(self, unanswered: int) -> None:
+        """A part sent while `unanswered` others were on its bind was accepted."""
+        if unanswered > self.accepted_max:
+            self.accepted_max = unanswered
+
+    def on_throttled(self, unanswered: int, now: float) -> bool:
+        """A part sent while `unanswered` others were on its bind was throttled.
+
+        True when the window explains it (the limit is lowered if needed, the rate must
+        stay); False when the SMSC accepted as full a window before: its rate.
+        """
+        if unanswered == 0 or unanswered <= self.accepted_max:
+            return False  # nothing else of ours held, or as full as accepted before: rate
+        if unanswered < self.limit:
+            self.limit = unanswered
+            self._since = now
+        return True
+
+    def tick(self, now: float) -> bool:
+        """Probe one more after `probe_after` s at a lowered limit; True when it grew."""
+        if self.limit >= self.window or now - self._since < self.probe_after:
+            return False
+        self.limit += 1
+        self._since = now
+        return True

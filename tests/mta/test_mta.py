@@ -119,6 +119,34 @@ async def test_throttling_smsc_triggers_aimd_and_everything_goes_out(
     assert '"mta.aimd_decrease"' in mta.log()
 
 
+async def test_throttling_by_a_smaller_smsc_window_shrinks_the_window_not_the_rate(
+    harness: Harness, smsc: Smsc
+) -> None:
+    """Our window 50 against an SMSC that holds at most 10 submits of a bind: the throttling
+    answers come from the window, so the window shrinks to 10 and the rate is left alone
+    (halving the rate took 21 s for 2,000 messages where 5.5 s were enough)."""
+    smsc.update_config(max_window=10, resp_delay_ms=5)
+    port = free_port()
+    path, config = harness.write_config(
+        mid_config(smsc.port, children=1, connections=1, window=50, metrics_port=port)
+    )
+    count = 2_000
+    await harness.enqueue(config, count)
+    mta = await harness.start_mta(path)
+
+    async def all_sent() -> bool:
+        return (await harness.statuses()).get("sent", 0) == count
+
+    await harness.wait_until(all_sent, 90, "every message sent", mta)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    assert await mta.stop() == 0
+    assert smsc.counters.accepted == count and smsc.counters.duplicates == 0
+    assert metric_value(metrics.decode(), "smsmta_aimd_decreases_total") == 0
+    # the first burst overfills the SMSC's window once; afterwards only a probe now and then
+    assert 0 < smsc.counters.throttled_window <= 60, smsc.counters.throttled_window
+    assert '"mta.smsc_window"' in mta.log()
+
+
 def metric_value(text: str, name: str) -> float:
     total = 0.0
     for line in text.splitlines():

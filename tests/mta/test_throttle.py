@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mta.throttle import Aimd, RateLimiter
+from mta.throttle import Aimd, RateLimiter, SmscWindow
 
 
 def max_in_any_second(grants: list[tuple[float, int]]) -> int:
@@ -146,3 +146,35 @@ def test_aimd_never_goes_below_the_floor() -> None:
     for i in range(10):
         aimd.on_throttled(float(i), 4.0)
     assert aimd.rate == 1.0
+
+
+def test_smsc_window_shrinks_to_the_first_occupancy_the_smsc_throttled() -> None:
+    window = SmscWindow(50, probe_after=10.0)
+    for unanswered in range(10):
+        window.on_accepted(unanswered)
+    # the burst beyond the SMSC's 10: every answer blames the window, the limit is 10
+    assert all(window.on_throttled(unanswered, 1.0) for unanswered in range(10, 50))
+    assert window.limit == 10
+    # a throttle at an occupancy the SMSC accepted before is its rate, not the window
+    assert not window.on_throttled(5, 2.0)
+    assert window.limit == 10
+
+
+def test_smsc_window_probes_one_more_after_a_quiet_while_never_above_the_setting() -> None:
+    window = SmscWindow(12, probe_after=10.0)
+    window.on_throttled(10, 0.0)
+    assert window.limit == 10
+    assert not window.tick(9.9)
+    assert window.tick(10.0) and window.limit == 11
+    assert window.tick(20.0) and window.limit == 12
+    assert not window.tick(40.0) and window.limit == 12
+    # the probe overfilled it: back to what the SMSC holds
+    window.on_accepted(9)
+    assert window.on_throttled(10, 41.0) and window.limit == 10
+
+
+def test_a_throttled_part_alone_on_its_bind_is_the_rate() -> None:
+    window = SmscWindow(10)
+    assert not window.on_throttled(0, 0.0)
+    assert window.limit == 10
+    assert window.on_throttled(1, 0.0) and window.limit == 1
