@@ -8,8 +8,10 @@ against the argon2 hash) or with a bearer token from `POST /api/v1/token`. Answe
 429 with Retry-After while a login is slowed down after repeated failures, 403 for an
 operator without the right, 404 for a delivery that is not this operator's, 409 for an
 action the delivery's state forbids, 413 for a body over `mid.max_body_bytes`, 422 for a
-request that is not valid (each error says where: `body.messages[42].to`), 503 when the
-database is unreachable. Every error body is a `Problem` ({error, message, errors}).
+request that is not valid (each error says where: `body.messages[42].to`) and for a push
+chunk with numbers that cannot be put in the canonical form (`rejected_numbers`: those rows
+alone are refused, the rest is queued), 503 when the database is unreachable. Every error
+body is a `Problem` ({error, message, errors}).
 
 Authentication fails closed: an ASGI gate in front of the application authenticates
 every request to a route that is not in `PUBLIC_PATHS` (health, OpenAPI document, docs)
@@ -63,6 +65,7 @@ from midsourcing.schemas import (
 )
 from smsmta import __version__, obs
 from smsmta.accounts import sync_accounts
+from smsmta.numbers import NumberError, canonical
 from smsmta.settings import Account, MidConfig
 
 log = structlog.get_logger("midsourcing.api")
@@ -121,10 +124,12 @@ class ApiError(Exception):
         message: str,
         headers: dict[str, str] | None = None,
         errors: list[dict[str, object]] | None = None,
+        chunk: ChunkResult | None = None,
     ) -> None:
         self.status, self.error, self.message = status, error, message
         self.headers = headers or {}
         self.errors = errors or []
+        self.chunk = chunk
         super().__init__(message)
 
 
@@ -215,35 +220,41 @@ def _unparsable_body(cause: BaseException) -> ApiError:
     )
 
 
-MAX_DESTINATION = 20
-"""Characters of SMPP 3.4's destination_addr (a C-Octet String of 21 octets with its NUL)."""
+def canonical_rows(
+    chunk: Chunk, default_country: str
+) -> tuple[list[tuple[int, str, str]], list[dict[str, object]]]:
+    """(rows to queue with their number in the canonical form, the rows refused).
 
-
-def _unsendable_addresses(account: Account, chunk: Chunk) -> list[dict[str, object]]:
-    """The messages whose number cannot go into destination_addr as the account sends it.
-
-    Without send_full_phone_number only the digits go (20 at most, as the schema allows);
-    with it the number goes as typed, and a '+' with 20 digits is one character too many.
+    Each refusal names the row (`recipient_index`, the marketing `message_id`) and why;
+    the canonical form (`+` and at most 15 digits) always fits SMPP's destination_addr.
     """
-    if not account.smsc.send_full_phone_number:
-        return []
-    return [
-        {
-            "where": f"body.messages[{index}].to",
-            "message": f"{message.to!r} is {len(message.to)} characters: account "
-            f"{account.name!r} sends the number as typed (send_full_phone_number) and SMPP's "
-            f"destination_addr holds {MAX_DESTINATION}",
-            "type": "destination_too_long",
-            "recipient_index": index,
-        }
-        for index, message in enumerate(chunk.messages)
-        if len(message.to) > MAX_DESTINATION
-    ][:100]
+    rows: list[tuple[int, str, str]] = []
+    refused: list[dict[str, object]] = []
+    for index, message in enumerate(chunk.messages):
+        try:
+            to = canonical(message.to, default_country=default_country)
+        except NumberError as exc:
+            refused.append(
+                {
+                    "where": f"body.messages[{index}].to",
+                    "message": f"{message.to!r} is not a mobile number: {exc}",
+                    "reason": str(exc),
+                    "type": "invalid_number",
+                    "recipient_index": index,
+                    "message_id": message.id,
+                }
+            )
+            continue
+        rows.append((message.id, to, message.text))
+    return rows, refused
 
 
 def _problem_response(exc: ApiError) -> JSONResponse:
-    body = Problem(error=exc.error, message=exc.message, errors=exc.errors)
-    return JSONResponse(body.model_dump(), status_code=exc.status, headers=exc.headers)
+    body = Problem(error=exc.error, message=exc.message, errors=exc.errors, chunk=exc.chunk)
+    content = body.model_dump()
+    if exc.chunk is None:  # only a push with refused numbers says what its chunk did
+        del content["chunk"]
+    return JSONResponse(content, status_code=exc.status, headers=exc.headers)
 
 
 def create_app(config: MidConfig, dsn: str) -> FastAPI:
@@ -598,22 +609,19 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
     async def push_messages(
         delivery_id: DeliveryId, chunk: Chunk, operator: Admin, conn: Conn
     ) -> ChunkResult:
-        """Queue a chunk of up to 10,000 messages; a message already queued is skipped."""
+        """Queue a chunk of up to 10,000 messages; a message already queued is skipped.
+
+        Each number is put in its canonical form (E.164, national numbers read with the
+        account's default_country). A row whose number cannot be is refused alone: the
+        rest of the chunk is queued and the answer is 422 `rejected_numbers`, naming each
+        refused row (index, marketing message id, why), with the `chunk` counts of the
+        rest. Pushed again, the chunk gives the same answer and queues nothing twice.
+        """
         row = await store.get_delivery(conn, delivery_id, operator.login)
         if row is None:
             raise not_found(delivery_id)
         account = accounts.get(row.account)
-        if account is not None:
-            unsendable = _unsendable_addresses(account, chunk)
-            if unsendable:
-                raise ApiError(
-                    422,
-                    "invalid_request",
-                    f"{unsendable[0]['where']}: {unsendable[0]['message']}"
-                    + (f" (and {len(unsendable) - 1} more)" if len(unsendable) > 1 else ""),
-                    errors=unsendable,
-                )
-        rows = ((m.id, m.to, m.text) for m in chunk.messages)
+        rows, refused = canonical_rows(chunk, account.default_country if account else "")
         try:
             result = await store.push_chunk(conn, delivery_id, operator.login, rows)
         except store.Conflict as exc:
@@ -624,16 +632,30 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
         obs.MID_PUSHED_CHUNKS.labels(account).inc()
         obs.MID_PUSHED_MESSAGES.labels(account, "inserted").inc(inserted)
         obs.MID_PUSHED_MESSAGES.labels(account, "duplicate").inc(received - inserted)
+        obs.MID_PUSHED_MESSAGES.labels(account, "refused").inc(len(refused))
         log.info(
             "chunk queued",
             delivery=delivery_id,
             received=received,
             inserted=inserted,
             total=total,
+            refused=len(refused),
         )
-        return ChunkResult(
+        result = ChunkResult(
             received=received, inserted=inserted, duplicates=received - inserted, total=total
         )
+        if refused:
+            first = refused[0]
+            raise ApiError(
+                422,
+                "rejected_numbers",
+                f"{first['where']}: {first['message']}"
+                + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else "")
+                + f"; the other {received} messages of the chunk are queued",
+                errors=refused,
+                chunk=result,
+            )
+        return result
 
     @app.post(
         "/api/v1/deliveries/{delivery_id}/complete",

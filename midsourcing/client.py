@@ -6,7 +6,9 @@ the password goes over the wire only on login and is never logged. Every failure
 `MidError` that says whether trying again can help (`retryable`: no answer, a timeout, a
 5xx, a 429) or not (any other 4xx: wrong credentials, missing right, unknown account,
 invalid request; a server certificate the account does not trust), and carries the mid
-server's own explanation. Touches: the network (the mid URL of the account), the
+server's own explanation. A push whose rows with numbers the mid server cannot put in the
+canonical form were refused (the rest of the chunk queued) raises `RejectedNumbers`, which
+names each refused message. Touches: the network (the mid URL of the account), the
 marketing metrics.
 """
 
@@ -37,12 +39,35 @@ class MidError(Exception):
     """A mid API call that failed; `retryable` says whether trying again may succeed."""
 
     def __init__(
-        self, message: str, *, status: int | None = None, error: str = "", retryable: bool
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error: str = "",
+        retryable: bool,
+        problem: dict[str, Any] | None = None,
     ) -> None:
         self.status = status
         self.error = error
         self.retryable = retryable
+        self.problem = problem or {}  # the mid server's Problem body, when it sent one
         super().__init__(message)
+
+
+class RejectedNumbers(MidError):
+    """A push whose rows with numbers the mid server cannot canonicalise were refused; the
+    rest of the chunk was queued (`result`). `refused` maps marketing message id -> why."""
+
+    def __init__(self, message: str, problem: dict[str, Any]) -> None:
+        super().__init__(
+            message, status=422, error="rejected_numbers", retryable=False, problem=problem
+        )
+        self.refused: dict[int, str] = {
+            int(entry["message_id"]): str(entry.get("reason") or entry.get("message", ""))
+            for entry in problem.get("errors", [])
+            if isinstance(entry, dict) and entry.get("message_id") is not None
+        }
+        self.result = ChunkResult.model_validate(problem["chunk"])
 
 
 class MidClient:
@@ -128,13 +153,17 @@ class MidClient:
     def _check(self, response: httpx.Response) -> Any:
         if response.is_success:
             return response.json()
+        problem: Any = None
         try:
             problem = response.json()
             message = str(problem.get("message") or problem)
             error = str(problem.get("error", ""))
-        except ValueError:
+        except (ValueError, AttributeError):
             message, error = response.text[:500] or response.reason_phrase, ""
         status = response.status_code
+        rejected = error == "rejected_numbers" and isinstance(problem, dict)
+        if status == 422 and rejected and problem.get("chunk") is not None:
+            raise RejectedNumbers(f"mid server answered {status}: {message}", problem)
         hint = {
             401: f" (operator {self.account.operator!r}: check the login and password)",
         }.get(status, "")
@@ -143,6 +172,7 @@ class MidClient:
             status=status,
             error=error,
             retryable=status >= 500 or status == 429,
+            problem=problem if isinstance(problem, dict) else None,
         )
 
     async def _call(self, method: str, path: str, endpoint: str, **kwargs: Any) -> Any:
@@ -180,6 +210,7 @@ class MidClient:
         return DeliveryInfo.model_validate(body)
 
     async def push(self, delivery_id: int, messages: list[Message]) -> ChunkResult:
+        """Push a chunk; RejectedNumbers when some rows were refused (the rest queued)."""
         chunk = Chunk.model_construct(messages=messages)
         body = await self._call(
             "POST",

@@ -5,9 +5,11 @@ account's encoding mapping, transliteration and message_payload settings, see
 mta.submit.MtBuilder) and reports the encoding and data_coding chosen, the characters
 transliterated and the one that forced a wider encoding, the parts and where each ends in
 the text, whether the delivery's max SMS per message is kept, and the sender the phone
-shows (From, else the account's source number, else its short code). The parts are
-counted against the protocol ceiling (255) so that a text over the delivery's limit still
-shows how many it would need. Touches nothing.
+shows (From, else the account's source number, else its short code). A From over 20
+characters never gets here: SmsOptions refuses it (422), as the template settings do and
+as the MTA's submit_sm builder would, so a preview that passes is a From that sends. The
+parts are counted against the protocol ceiling (255) so that a text over the delivery's
+limit still shows how many it would need. Touches nothing.
 """
 
 from __future__ import annotations

@@ -6,10 +6,13 @@ Contract:
   `phone`, `msisdn`, `number`, `mobile_number`; any case). Every column is a field the
   text can use as `{column}`; `first_name` and `last_name` are also kept on the
   recipient. `{{` and `}}` are literal braces.
-- A number is cleaned of spaces, dots, dashes, slashes and parentheses; a leading `00`
-  becomes `+`; it must then be 6 to 15 digits, with or without a leading `+` (E.164).
-- A row is rejected, with its line number in the file and the reason, when its number is
-  invalid, when its number repeats an earlier row's, when it has more fields than the
+- A number is put in the canonical form of smsmta.numbers (`+<E.164 digits>`: spaces,
+  dots, dashes, slashes and parentheses dropped, `00` read as `+`, a national number read
+  with the marketing account's `default_country`, refused without one), so that two
+  writings of one handset are one recipient and the mid server's blacklists match.
+- A row is rejected, with its line number in the file and the reason, when its number
+  cannot be canonicalised, when its number repeats an earlier row's (compared in the
+  canonical form), when it has more fields than the
   header, or when its rendered text is empty or too long; the other rows are kept.
 - A text naming a column the file does not have is refused as a whole (nothing could be
   rendered), as is a placeholder with an attribute, index or conversion (`{a.b}`, `{a!r}`).
@@ -27,10 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from midsourcing.schemas import MAX_TEXT
+from smsmta.numbers import NumberError, canonical
 
 MOBILE_COLUMNS = ("mobile", "phone", "msisdn", "number", "mobile_number")
-_SEPARATORS = re.compile(r"[\s.\-/()]")
-_E164 = re.compile(r"^\+?[0-9]{6,15}$")
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -71,12 +73,12 @@ class Recipients:
     rejected: list[Rejection] = field(default_factory=list)
 
 
-def normalize_number(raw: str) -> str | None:
-    """The number in E.164-like form, None when it is not a mobile number."""
-    number = _SEPARATORS.sub("", raw)
-    if number.startswith("00"):
-        number = "+" + number[2:]
-    return number if _E164.match(number) else None
+def normalize_number(raw: str, default_country: str = "") -> str | None:
+    """The number in the canonical form (E.164), None when it cannot be."""
+    try:
+        return canonical(raw, default_country=default_country)
+    except NumberError:
+        return None
 
 
 def text_fields(text: str) -> list[str]:
@@ -117,7 +119,9 @@ def render(text: str, fields: dict[str, str]) -> str:
     return "".join(out)
 
 
-def parse_csv(content: str, text: str, *, source: str = "the file") -> Recipients:
+def parse_csv(
+    content: str, text: str, *, source: str = "the file", default_country: str = ""
+) -> Recipients:
     """Read recipients from CSV text and render `text` for each; see the module contract."""
     wanted = text_fields(text)
     sample = content[:8192]
@@ -160,10 +164,13 @@ def parse_csv(content: str, text: str, *, source: str = "the file") -> Recipient
         for name in header[len(values) :]:
             fields[name] = ""
         raw = fields[header[mobile_index]]
-        mobile = normalize_number(raw)
-        if mobile is None:
-            reason = f"invalid mobile number {raw!r}" if raw else "no mobile number"
-            result.rejected.append(Rejection(line, reason + " (6 to 15 digits, '+' allowed)"))
+        if not raw:
+            result.rejected.append(Rejection(line, "no mobile number"))
+            continue
+        try:
+            mobile = canonical(raw, default_country=default_country)
+        except NumberError as error:
+            result.rejected.append(Rejection(line, f"invalid mobile number {raw!r}: {error}"))
             continue
         if mobile in seen:
             result.rejected.append(
@@ -186,7 +193,7 @@ def parse_csv(content: str, text: str, *, source: str = "the file") -> Recipient
     return result
 
 
-def read_csv(path: str | Path, text: str) -> Recipients:
+def read_csv(path: str | Path, text: str, default_country: str = "") -> Recipients:
     file = Path(path)
     try:
         content = file.read_text(encoding="utf-8-sig")
@@ -194,4 +201,4 @@ def read_csv(path: str | Path, text: str) -> Recipients:
         raise CsvError(f"{file} is not UTF-8 (byte {exc.start}): save it as UTF-8") from None
     except OSError as exc:
         raise CsvError(f"cannot read {file}: {exc.strerror}") from None
-    return parse_csv(content, text, source=str(file))
+    return parse_csv(content, text, source=str(file), default_country=default_country)

@@ -1,14 +1,20 @@
-"""Operator queries behind `smsmta receipts unmatched` and `smsmta message-log list|set`.
+"""Operator queries behind `smsmta receipts unmatched`, `smsmta message-log list|set` and
+`smsmta blacklist add|remove|list`.
 
 - `unmatched_receipts`: receipts kept as unmatched (no MT within the match wait) or
   invalid (no readable id), newest first, with the account name;
 - `message_log`: the message log (SPEC section 7), most frequent first;
 - `set_qualification`: requalify one message-log entry (hard, soft, ignored); it applies
   to the failures seen from then on (the MTA's writer and the SMS process read the
-  qualification at each failure).
+  qualification at each failure);
+- `blacklist_add` / `blacklist_remove` / `blacklist`: the per-short-code blacklists
+  (SPEC section 4), every number put in the canonical form first (smsmta.numbers, with
+  the default country given) and the short code in its scope form (`sender_key`), the
+  forms the SMS process stores and the MTA's claim compares; a number that cannot be
+  canonicalised refuses the whole command (BlacklistError naming it), nothing changed.
 
 Synchronous psycopg, one short transaction each. Touches: the database (`mid.receipt`,
-`mid.external_account`, `mid.broad_log_msg`).
+`mid.external_account`, `mid.broad_log_msg`, `mid.short_code_blacklist`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from datetime import datetime
 import psycopg
 
 from smsmta.db import FailureType
+from smsmta.numbers import NumberError, canonical, sender_key
 
 UNMATCHED = """
 SELECT r.id, coalesce(a.internal_name, '#' || r.account_id), r.provider_id, r.stat, r.err,
@@ -99,3 +106,93 @@ def set_qualification(dsn: str, qualification: str, entry_id: int) -> MessageLog
     with psycopg.connect(dsn) as conn:
         row = conn.execute(SET_QUALIFICATION, (qualification, entry_id)).fetchone()
     return MessageLogEntry(*row) if row else None
+
+
+BLACKLIST_ADD = """
+INSERT INTO mid.short_code_blacklist (short_code, address, reason)
+SELECT %s, address, %s FROM unnest(%s::text[]) AS address
+ON CONFLICT (short_code, address) DO NOTHING
+"""
+BLACKLIST_REMOVE = """
+DELETE FROM mid.short_code_blacklist WHERE short_code = %s AND address = ANY(%s)
+"""
+BLACKLIST = """
+SELECT short_code, address, reason, since FROM mid.short_code_blacklist
+WHERE (%(short_code)s::text IS NULL OR short_code = %(short_code)s)
+  AND (%(address)s::text IS NULL OR address = %(address)s)
+ORDER BY since DESC, short_code, address
+LIMIT %(limit)s
+"""
+
+
+class BlacklistError(ValueError):
+    """A blacklist command that cannot be done; the message says why."""
+
+
+@dataclass(frozen=True)
+class BlacklistEntry:
+    short_code: str
+    address: str
+    reason: str
+    since: datetime
+
+
+def _scope(short_code: str, default_country: str) -> str:
+    scope = sender_key(short_code, default_country=default_country)
+    if not scope:
+        raise BlacklistError("give the short code (or number) the STOP was sent to")
+    return scope
+
+
+def canonical_numbers(numbers: list[str], default_country: str = "") -> list[str]:
+    """The numbers in the canonical form; BlacklistError naming every one that cannot be."""
+    done: list[str] = []
+    bad: list[str] = []
+    for number in numbers:
+        try:
+            done.append(canonical(number, default_country=default_country))
+        except NumberError as error:
+            bad.append(f"{number!r}: {error}")
+    if bad:
+        raise BlacklistError("not a mobile number: " + "; ".join(bad))
+    return list(dict.fromkeys(done))
+
+
+def blacklist_add(
+    dsn: str, short_code: str, numbers: list[str], reason: str = "", default_country: str = ""
+) -> tuple[str, list[str], int]:
+    """Blacklist the numbers for the short code; (scope, canonical numbers, rows added)."""
+    scope = _scope(short_code, default_country)
+    addresses = canonical_numbers(numbers, default_country)
+    with psycopg.connect(dsn) as conn:
+        added = conn.execute(BLACKLIST_ADD, (scope, reason[:64], addresses)).rowcount
+    return scope, addresses, added
+
+
+def blacklist_remove(
+    dsn: str, short_code: str, numbers: list[str], default_country: str = ""
+) -> tuple[str, list[str], int]:
+    """Lift the numbers' blacklisting for the short code; (scope, numbers, rows removed)."""
+    scope = _scope(short_code, default_country)
+    addresses = canonical_numbers(numbers, default_country)
+    with psycopg.connect(dsn) as conn:
+        removed = conn.execute(BLACKLIST_REMOVE, (scope, addresses)).rowcount
+    return scope, addresses, removed
+
+
+def blacklist(
+    dsn: str,
+    short_code: str | None = None,
+    number: str | None = None,
+    limit: int = 100,
+    default_country: str = "",
+) -> list[BlacklistEntry]:
+    """Blacklist entries, newest first, of one short code and/or one number."""
+    params = {
+        "short_code": _scope(short_code, default_country) if short_code else None,
+        "address": canonical_numbers([number], default_country)[0] if number else None,
+        "limit": limit,
+    }
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(BLACKLIST, params).fetchall()
+    return [BlacklistEntry(*row) for row in rows]

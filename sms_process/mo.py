@@ -14,8 +14,13 @@ What it does, for a batch of `mid.inbox` MO rows, inside the caller's transactio
   sender for THAT short code, the MO's destination) runs even without a reply text;
 - returns the replies to send after the commit (`Reply`), and deletes the handled rows.
 
-Addresses: an international number (TON 1) is stored as `+<digits>`, the form queued MTs
-carry, so that the MTA's blacklist check compares like with like.
+Addresses: the MO's sender is stored in the canonical form (smsmta.numbers.canonical with
+its TON/NPI and the account's default_country: `+<E.164 digits>`), the form queued MTs
+carry, so that a STOP and a later MT to the same handset meet whatever the SMSC's
+TON/NPI; a sender that cannot be canonicalised is kept as received (it can match nothing
+queued) and logged masked. The short code the MO was sent to is the blacklist's scope,
+in the form of smsmta.numbers.sender_key (a short code's digits, a long number canonical),
+the form the MTA's claim computes for the short code a message is sent from.
 
 Touches: the database through the caller's transaction (`mid.inbox`, `mid.in_sms`,
 `mid.short_code_blacklist`); no sockets (replies go through sms_process.replies).
@@ -37,6 +42,7 @@ from smpp.constants import EsmClass
 from smpp.errors import RemoteProtocolError
 from smpp.pdu import Pdu
 from smpp.text import BadSegment, PartialMessage, Reassembler, decode_short_message
+from smsmta.numbers import NumberError, canonical, mask, sender_key
 from smsmta.settings import Account, AutoReply, ReplyAction
 
 log = structlog.get_logger("sms_process.mo")
@@ -46,7 +52,6 @@ _TAG_MESSAGE_PAYLOAD = 0x0424
 _TAG_SAR_REF = 0x020C
 _TAG_SAR_TOTAL = 0x020E
 _TAG_SAR_SEQ = 0x020F
-TON_INTERNATIONAL = 1
 
 
 def keyword_of(text: str) -> str:
@@ -67,11 +72,19 @@ def match_rule(rules: Sequence[AutoReply], keyword: str, short_code: str) -> Aut
     return None
 
 
-def address(ton: int, addr: str) -> str:
-    """An MO address as stored: `+<digits>` for an international number, else as received."""
-    if ton == TON_INTERNATIONAL and addr and not addr.startswith("+"):
-        return "+" + addr
-    return addr
+def address(ton: int, addr: str, npi: int | None = None, default_country: str = "") -> str:
+    """An MO sender as stored: its canonical form (`+<E.164 digits>`), else as received."""
+    try:
+        return canonical(addr, ton=ton, npi=npi, default_country=default_country)
+    except NumberError as error:
+        log.warning(
+            "sms_process.mo_sender_not_canonical",
+            ton=ton,
+            npi=npi,
+            sender=mask(addr),
+            error=str(error),
+        )
+        return addr
 
 
 @dataclass(frozen=True)
@@ -245,7 +258,7 @@ class MoHandler:
             log.warning(
                 "sms_process.mo_incomplete",
                 account=self.names.get(first.account_id),
-                source=first.pdu.source_addr,
+                source=mask(first.pdu.source_addr),
                 missing=list(partial.missing),
             )
             complete.append((first, partial.joined(), partial.total, ids))
@@ -275,8 +288,15 @@ class MoHandler:
             text = text.replace("\x00", "\ufffd")
             account = self.accounts.get(part.account_id)
             pdu = part.pdu
-            source = address(pdu.source_addr_ton, pdu.source_addr)
+            country = account.default_country if account is not None else ""
+            source = address(pdu.source_addr_ton, pdu.source_addr, pdu.source_addr_npi, country)
             short_code = pdu.destination_addr
+            scope = sender_key(
+                short_code,
+                ton=pdu.dest_addr_ton,
+                npi=pdu.dest_addr_npi,
+                default_country=country,
+            )
             keyword = keyword_of(text)
             name = self.names.get(part.account_id, f"#{part.account_id}")
             out.messages.append((name, keyword))
@@ -297,10 +317,10 @@ class MoHandler:
             if rule is None:
                 continue
             if rule.action is ReplyAction.BLACKLIST:
-                await conn.execute(BLACKLIST, (short_code, source, keyword[:64]))
+                await conn.execute(BLACKLIST, (scope, source, keyword[:64]))
                 out.blacklist_changes.append((name, "blacklist"))
             elif rule.action is ReplyAction.UNBLACKLIST:
-                await conn.execute(UNBLACKLIST, (short_code, source))
+                await conn.execute(UNBLACKLIST, (scope, source))
                 out.blacklist_changes.append((name, "unblacklist"))
             if rule.reply:
                 out.replies.append(

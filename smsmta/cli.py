@@ -374,6 +374,111 @@ def message_log_set(
     click.echo(f"{entry.id}: {entry.qualification}: {entry.key}")
 
 
+@main.group("blacklist")
+def blacklist_group() -> None:
+    """Per-short-code blacklists (opt-outs); numbers are put in the canonical form first."""
+
+
+def _blacklist_options(func: click.decorators.FC) -> click.decorators.FC:
+    func = click.option(
+        "--country",
+        default="",
+        help="ISO 3166 alpha-2 country of national numbers (0612345678); default: refused.",
+    )(func)
+    return _mid_dsn_options(func)
+
+
+@blacklist_group.command("add")
+@_blacklist_options
+@click.option("--reason", default="operator", show_default=True, help="Kept with the entry.")
+@click.argument("short_code")
+@click.argument("numbers", nargs=-1, required=True)
+def blacklist_add_command(
+    config_path: str | None,
+    url: str | None,
+    country: str,
+    reason: str,
+    short_code: str,
+    numbers: tuple[str, ...],
+) -> None:
+    """Stop messages from SHORT_CODE (or a long number) to NUMBERS."""
+    from sms_process.admin import BlacklistError, blacklist_add
+
+    try:
+        with _mid_dsn(config_path, url) as dsn:
+            scope, addresses, added = blacklist_add(
+                dsn, short_code, list(numbers), reason, _country(country)
+            )
+    except BlacklistError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{scope}: {added} added, {len(addresses) - added} already there")
+
+
+@blacklist_group.command("remove")
+@_blacklist_options
+@click.argument("short_code")
+@click.argument("numbers", nargs=-1, required=True)
+def blacklist_remove_command(
+    config_path: str | None,
+    url: str | None,
+    country: str,
+    short_code: str,
+    numbers: tuple[str, ...],
+) -> None:
+    """Let SHORT_CODE send to NUMBERS again."""
+    from sms_process.admin import BlacklistError, blacklist_remove
+
+    try:
+        with _mid_dsn(config_path, url) as dsn:
+            scope, addresses, removed = blacklist_remove(
+                dsn, short_code, list(numbers), _country(country)
+            )
+    except BlacklistError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{scope}: {removed} removed, {len(addresses) - removed} were not there")
+
+
+@blacklist_group.command("list")
+@_blacklist_options
+@click.option("--short-code", help="Only this short code (or long number).")
+@click.option("--number", help="Only this subscriber number (any written form).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+def blacklist_list_command(
+    config_path: str | None,
+    url: str | None,
+    country: str,
+    short_code: str | None,
+    number: str | None,
+    limit: int,
+) -> None:
+    """List blacklist entries, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sms_process.admin import BlacklistError, blacklist
+
+    try:
+        with _mid_dsn(config_path, url) as dsn:
+            entries = blacklist(dsn, short_code, number, limit, _country(country))
+    except BlacklistError as error:
+        raise click.ClickException(str(error)) from None
+    table = Table(title=f"blacklist: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+    for column in ("short code", "number", "reason", "since"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(e.short_code, e.address, e.reason, e.since.isoformat(timespec="seconds"))
+    Console(width=200).print(table)
+
+
+def _country(value: str) -> str:
+    from smsmta.numbers import check_country
+
+    try:
+        return check_country(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--country") from None
+
+
 def _register_simulator() -> None:
     from smpp.simulator import cli_command
 

@@ -129,7 +129,11 @@ async def test_csv_to_smsc_and_back_with_the_mid_server_restarted_during_the_pus
         created = json.loads(result.stdout)
         assert created["recipients"] == RECIPIENTS
         assert created["rejected"] == [
-            {"row": 6, "reason": "invalid mobile number '06 12' (6 to 15 digits, '+' allowed)"},
+            {
+                "row": 6,
+                "reason": "invalid mobile number '06 12': a national number (TON 2 or a "
+                "leading 0) needs the account's default_country",
+            },
             {"row": RECIPIENTS + 3, "reason": "mobile number +33610000003 repeats row 5"},
         ]
         delivery_id = created["delivery_id"]

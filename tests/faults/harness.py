@@ -635,14 +635,14 @@ async def _enqueue_mid(stack: FaultStack, index: int, count: int) -> list[int]:
         count,
         text=lambda i: f"Fault {index} message {i}",
         spec=DeliverySpec(marketing_delivery_id=f"fault-{index}"),
-        address=lambda i: f"+336{index:02d}{i:07d}",
+        address=lambda i: f"+336{index:02d}{i:06d}",  # E.164: +33 and 9 digits
     )
     return [delivery_id]
 
 
 async def _create_marketing(stack: FaultStack, index: int, count: int) -> int:
     csv_path = stack.harness.tmp_path / f"fault-{index}.csv"
-    lines = ["mobile,first_name"] + [f"+336{index:02d}{i:07d},N{i}" for i in range(count)]
+    lines = ["mobile,first_name"] + [f"+336{index:02d}{i:06d},N{i}" for i in range(count)]
     csv_path.write_text("\n".join(lines) + "\n")
     async with await psycopg.AsyncConnection.connect(stack.harness.dsn, autocommit=True) as conn:
         created = await create_marketing_delivery(

@@ -61,7 +61,8 @@ async def test_mid_down_then_up_nothing_lost_nothing_doubled(
         conn, down, "promo", write_csv(tmp_path / "r.csv", 100), "Hi {first_name}"
     )
     assert [str(r) for r in created.recipients.rejected] == [
-        "row 102: invalid mobile number 'bad' (6 to 15 digits, '+' allowed)"
+        "row 102: invalid mobile number 'bad': a phone number has only digits, after an "
+        "optional '+'"
     ]
     delivery = created.delivery_id
     service = Service(down, mid_server.dsn)

@@ -14,8 +14,8 @@ from midsourcing.recipients import CsvError, normalize_number, parse_csv, render
     [
         ("+33 6 12 34 56 78", "+33612345678"),
         ("0033612345678", "+33612345678"),
-        ("06.12.34.56.78", "0612345678"),
-        ("(061) 234-5678", "0612345678"),
+        ("06.12.34.56.78", None),  # national: refused without a default country
+        ("33 6 12 34 56 78", "+33612345678"),
         ("+1234567890123456", None),  # 16 digits: longer than E.164
         ("06 12", None),
         ("+33 6 12 AB", None),
@@ -24,6 +24,34 @@ from midsourcing.recipients import CsvError, normalize_number, parse_csv, render
 )
 def test_numbers_are_cleaned_then_checked(raw: str, number: str | None) -> None:
     assert normalize_number(raw) == number
+
+
+@pytest.mark.parametrize(
+    ("raw", "number"),
+    [
+        ("06.12.34.56.78", "+33612345678"),
+        ("(061) 234-5678", "+33612345678"),
+        ("612345678", "+33612345678"),
+        ("+33 6 12 34 56 78", "+33612345678"),
+        ("0044 7700 900123", "+447700900123"),
+        ("06 12", None),
+    ],
+)
+def test_national_numbers_are_read_with_the_default_country(raw: str, number: str | None) -> None:
+    assert normalize_number(raw, "FR") == number
+
+
+def test_one_handset_written_two_ways_is_one_recipient() -> None:
+    content = "mobile,first_name\n06 12 34 56 78,Ada\n+33612345678,Again\n0612345679,Bob\n"
+    result = parse_csv(content, "Hi {first_name}", default_country="FR")
+    assert [(row.line, row.mobile) for row in result.rows] == [
+        (2, "+33612345678"),
+        (4, "+33612345679"),
+    ]
+    assert [str(r) for r in result.rejected] == ["row 3: mobile number +33612345678 repeats row 2"]
+    refused = parse_csv(content, "Hi {first_name}")  # no default country: national refused
+    assert [row.mobile for row in refused.rows] == ["+33612345678"]
+    assert "default_country" in str(refused.rejected[0])
 
 
 def test_invalid_rows_are_rejected_with_their_line_number_and_the_rest_kept() -> None:
@@ -45,10 +73,11 @@ def test_invalid_rows_are_rejected_with_their_line_number_and_the_rest_kept() ->
         (10, "+33644444444", "Hi Dan from !"),
     ]
     assert [str(r) for r in result.rejected] == [
-        "row 3: invalid mobile number 'not a number' (6 to 15 digits, '+' allowed)",
+        "row 3: invalid mobile number 'not a number': a phone number has only digits, "
+        "after an optional '+'",
         "row 5: mobile number +33611111111 repeats row 2",
         "row 8: 4 fields, the header has 3",
-        "row 9: no mobile number (6 to 15 digits, '+' allowed)",
+        "row 9: no mobile number",
     ]
     assert result.mobile_column == "Mobile"
 
