@@ -13,12 +13,14 @@ is measured from a standing start with every host ready. Prints:
    rate through the mid server(s), the sending rate (first to last arrival at the SMSC);
 2. the contract across both hosts, capped account with max_binds below what the hosts
    want: the most submits that arrived in any sliding second vs the cap, the most
-   transmitter binds at once vs max_binds, binds refused by the SMSC;
+   transmitter binds at once vs what max_binds leaves them (max_binds counts every bind of
+   the login: the SMS process's `connections` receivers hold their share first), binds
+   refused by the SMSC;
 3. for every run: exactly once (accepted == N, duplicates, distinct provider ids), the
    share each host took, and the conditions (cores, load average, settings).
 
 Usage: .venv/bin/python bench/scaleout.py [--messages 30000] [--children 1]
-       [--connections 2] [--window 100] [--cap 1000] [--cap-seconds 10] [--max-binds 3]
+       [--connections 2] [--window 100] [--cap 1000] [--cap-seconds 10] [--max-binds 5]
 PostgreSQL: SMSMTA_DATABASE_URL (a server where databases may be created), else an
 embedded one started for the benchmark and stopped at the end.
 """
@@ -292,7 +294,9 @@ async def drive(
             )
             run.push_seconds = time.monotonic() - began
             wanted = run.hosts * args.children * args.connections
-            binds = min(wanted, run.max_binds) if run.max_binds else wanted
+            # the receivers (one per connection) hold their slots first (smsmta.binds)
+            left = run.max_binds - args.connections
+            binds = min(wanted, left) if run.max_binds else wanted
 
             async def bound() -> bool:
                 stats = (await http.get(f"http://127.0.0.1:{control_port}/stats")).json()
@@ -362,8 +366,8 @@ def one_run(args: argparse.Namespace, server_url: Any, run: Run) -> Run:
         smpp_port, control_port = free_port(), free_port()
         ready = multiprocessing.Event()
         parent, child = multiprocessing.Pipe()
-        # the SMSC refuses any bind past the contract: max_binds transmitters + the receivers
-        guard = run.max_binds + args.connections if run.max_binds else 0
+        # the SMSC refuses any bind past the contract: max_binds counts every bind of the login
+        guard = run.max_binds
         simulator = multiprocessing.Process(
             target=simulator_process,
             args=(smpp_port, control_port, guard, ready, child),
@@ -467,7 +471,9 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--cap", type=float, default=1000.0, help="MT/s of the capped run")
     parser.add_argument("--cap-seconds", type=float, default=10.0, help="length of the capped run")
-    parser.add_argument("--max-binds", type=int, default=3, help="of the capped run")
+    parser.add_argument(
+        "--max-binds", type=int, default=5, help="of the capped run, receivers included"
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures as they come
     for name in ("messages", "children", "connections", "window", "max_binds"):

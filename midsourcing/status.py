@@ -2,7 +2,8 @@
 
 `collect()` reads what an operator wants at a glance, from the database (every host's
 work shows there) and from the metrics endpoints of this host's MTA and SMS process
-(binds exist only in those processes): per account its binds up, the MT rate over the
+(binds exist only in those processes): per account its binds up, the binds the SMSC
+refused (smsmta.binds: how many, and the command_status of the last), the MT rate over the
 last 10 seconds (provider ids recorded), the configured cap and the rate in force, the
 queue (due, oldest due, being sent); then the deliveries not finished, with their KPIs.
 `render()` turns it into one HTML page that refreshes itself every 5 seconds; every
@@ -39,7 +40,7 @@ ORDER BY a.internal_name
 
 DELIVERIES = """
 SELECT d.id, a.internal_name, d.marketing_delivery_id, d.label, d.state::text, d.to_send,
-       d.sent, d.delivered, d.failed_hard, d.failed_soft, d.created_at
+       d.sent, d.delivered, d.failed_hard, d.failed_soft, d.no_receipt, d.created_at
 FROM mid.delivery d JOIN mid.external_account a ON a.id = d.account_id
 WHERE d.state IN ('pending', 'running', 'paused')
 ORDER BY d.created_at DESC
@@ -61,6 +62,9 @@ class AccountStatus:
     cap: float | None = None
     rate_in_force: float | None = None
     binds: dict[str, int] = field(default_factory=dict)
+    binds_refused: int = 0
+    last_refusal: str | None = None  # the command_status name of the latest refused bind
+    last_refusal_at: float = 0.0  # its Unix time
 
 
 @dataclass
@@ -75,6 +79,7 @@ class DeliveryStatus:
     delivered: int
     failed_hard: int
     failed_soft: int
+    no_receipt: int
     created_at: datetime
 
 
@@ -137,6 +142,14 @@ async def collect(conn: psycopg.AsyncConnection, config: MidConfig) -> Status:
                 account.binds[kind] = account.binds.get(kind, 0) + int(value)
             elif name == "smsmta_mt_rate_cap":
                 account.rate_in_force = (account.rate_in_force or 0.0) + value
+            elif name == "smsmta_binds_refused_total":
+                account.binds_refused += int(value)
+            elif (
+                name == "smsmta_binds_last_refused_timestamp_seconds"
+                and value > account.last_refusal_at
+            ):
+                account.last_refusal_at = value
+                account.last_refusal = labels.get("reason", "?")
     cursor = await conn.execute(DELIVERIES)
     deliveries = [DeliveryStatus(*row) for row in await cursor.fetchall()]
     return Status(list(accounts.values()), deliveries, errors, datetime.now(UTC))
@@ -156,25 +169,31 @@ def render(status: Status, operator: str) -> str:
         binds = ", ".join(f"{kind} {n}" for kind, n in sorted(a.binds.items())) or "none up"
         oldest = "-" if a.oldest_due_seconds is None else f"{a.oldest_due_seconds:,.0f} s"
         state = "enabled" if a.enabled else "disabled"
+        refused = "0"
+        if a.binds_refused:
+            when = datetime.fromtimestamp(a.last_refusal_at, UTC)
+            refused = f"{a.binds_refused:,} (last {a.last_refusal} at {when:%H:%M:%S} UTC)"
         rows.append(
             f"<tr class='account' data-account='{_e(a.name)}'><td>{_e(a.name)}</td>"
             f"<td>{state}</td><td class='binds'>{_e(binds)}</td>"
             f"<td class='rate'>{a.mt_per_second:,.1f}/s</td><td>{_rate(a.cap)}</td>"
             f"<td>{_rate(a.rate_in_force) if a.rate_in_force is not None else '-'}</td>"
-            f"<td class='due'>{a.due:,}</td><td>{oldest}</td><td>{a.sending:,}</td></tr>"
+            f"<td class='due'>{a.due:,}</td><td>{oldest}</td><td>{a.sending:,}</td>"
+            f"<td class='refused'>{_e(refused)}</td></tr>"
         )
     deliveries = []
     for d in status.deliveries:
-        done = d.delivered + d.failed_hard + d.failed_soft
+        done = d.delivered + d.failed_hard + d.failed_soft + d.no_receipt
         share = f"{done / d.to_send:.0%}" if d.to_send else "-"
         deliveries.append(
             f"<tr class='delivery' data-delivery='{d.id}'><td>{d.id}</td><td>{_e(d.account)}</td>"
             f"<td>{_e(d.marketing_delivery_id)}</td><td>{_e(d.label)}</td><td>{_e(d.state)}</td>"
             f"<td>{d.to_send:,}</td><td>{d.sent:,}</td><td>{d.delivered:,}</td>"
-            f"<td>{d.failed_hard:,}</td><td>{d.failed_soft:,}</td><td>{share}</td></tr>"
+            f"<td>{d.failed_hard:,}</td><td>{d.failed_soft:,}</td><td>{d.no_receipt:,}</td>"
+            f"<td>{share}</td></tr>"
         )
     notes = "".join(f"<p class='warning'>{_e(error)}</p>" for error in status.metrics_errors)
-    no_deliveries = "<tr><td colspan='11'>no delivery in progress</td></tr>"
+    no_deliveries = "<tr><td colspan='12'>no delivery in progress</td></tr>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{REFRESH_SECONDS}">
@@ -193,13 +212,14 @@ th {{ background: #eee; }} td:first-child, th:first-child {{ text-align: left; }
 {notes}
 <h2>Accounts</h2>
 <table id="accounts"><tr><th>account</th><th>state</th><th>binds up</th><th>MT rate (10 s)</th>
-<th>cap</th><th>rate in force</th><th>queue (due)</th><th>oldest due</th><th>being sent</th></tr>
-{"".join(rows) or "<tr><td colspan='9'>no account</td></tr>"}
+<th>cap</th><th>rate in force</th><th>queue (due)</th><th>oldest due</th><th>being sent</th>
+<th>binds refused</th></tr>
+{"".join(rows) or "<tr><td colspan='10'>no account</td></tr>"}
 </table>
 <h2>Deliveries in progress</h2>
 <table id="deliveries"><tr><th>id</th><th>account</th><th>marketing id</th><th>label</th>
 <th>state</th><th>to send</th><th>sent</th><th>delivered</th><th>failed hard</th>
-<th>failed soft</th><th>done</th></tr>
+<th>failed soft</th><th>no receipt</th><th>done</th></tr>
 {"".join(deliveries) or no_deliveries}
 </table>
 </body></html>

@@ -4,11 +4,13 @@ Started by the supervisor as `python -m mta.child --config FILE --index N` with 
 database URL in SMSMTA_DATABASE_URL. It registers its lease, then runs until SIGTERM:
 
 - one `AccountSender` per enabled account (mta.sender), woken by NOTIFY on the
-  `smsmta_queue` channel (payload: the account id) and by a short poll otherwise;
+  `smsmta_queue` channel (payload: the account id) and by a short poll otherwise; it also
+  sends the account's auto-replies from `mid.reply_outbox` on its binds (mta.replies);
 - one `Writer` (mta.writer) for every outcome;
 - a heartbeat each second: renew the lease (or stop sending: fenced), return the claims
   of dead children to the queue, take this child's rate share and bind slots of each
-  account, let AIMD climb back; the first child also reports the queue depth.
+  account (never the slots reserved for the SMS process's receivers: smsmta.binds), let
+  AIMD climb back; the first child also reports the queue depth.
 
 Orphaned: when SMSMTA_MTA_SUPERVISOR_PID names the supervisor and the child's parent is
 no longer that process (the supervisor was killed), the heartbeat stops the child as
@@ -37,6 +39,7 @@ from mta.retry import RetryPolicy
 from mta.sender import AccountSender
 from mta.writer import Writer
 from sms_process.inbox import Inbox
+from smsmta import binds as binds_module
 from smsmta import obs, settings
 from smsmta.db.engine import DATABASE_URL_ENV, libpq_dsn
 from smsmta.settings import Mode
@@ -118,6 +121,7 @@ class Child:
                 claim_batch=self.config.mta.claim_batch,
                 poll_interval=self.config.mta.poll_interval,
                 inbox=inbox if account.connection.mode is Mode.TRX else None,
+                receipt_on_every_part=self.config.sms_process.multipart_status == "all_parts",
             )
             sender.on_fatal = self._fatal
             self.senders[sender.account_id] = sender
@@ -175,10 +179,13 @@ class Child:
         """
         account = sender.account
         binds = account.connection.connections
-        max_binds = account.throughput.max_binds
-        if max_binds:
+        if account.throughput.max_binds:  # the receivers' slots are never the MTA's
             slots = await coordination.update_slots(
-                self.coord, sender.account_id, self.lease.owner, max_binds, binds
+                self.coord,
+                sender.account_id,
+                self.lease.owner,
+                binds_module.mta_slots(account),
+                binds,
             )
             binds = len(slots)
         if sender.cap:

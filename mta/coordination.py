@@ -12,7 +12,9 @@ database's clock, so children on several hosts agree whatever their own clocks s
   was lowered keeps counting at its old value for `HOLD` seconds (the sliding second of
   the cap plus a margin), so the sum of what children may send in any one second
   never exceeds the cap, even while children come and go.
-- Bind slot: with `max_binds`, a bind needs one of the account's slots 0..max_binds-1.
+- Bind slot: with `max_binds`, a bind needs one of the account's slots; children take
+  only the slots the receivers of the same login leave them (smsmta.binds, the kernel's
+  bind accountant, which also owns the lease rows every bind holder renews).
 
 Touches: the database (`mid.mta_lease`, `mid.rate_share`, `mid.bind_slot`,
 `mid.broad_log` for reclaiming).
@@ -21,22 +23,14 @@ Touches: the database (`mid.mta_lease`, `mid.rate_share`, `mid.bind_slot`,
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import psycopg
 
+from smsmta.binds import Lease, update_slots
+
+__all__ = ["Lease", "owner_name", "reclaim_dead", "update_share", "update_slots"]
+
 HOLD = 2.0  # seconds a lowered share keeps counting at its old value
-
-REGISTER = """
-INSERT INTO mid.mta_lease (owner, host_id, pid, expires_at)
-VALUES (%s, %s, %s, now() + make_interval(secs => %s))
-ON CONFLICT (owner) DO UPDATE SET expires_at = EXCLUDED.expires_at, pid = EXCLUDED.pid
-"""
-
-RENEW = """
-UPDATE mid.mta_lease SET expires_at = now() + make_interval(secs => %s)
-WHERE owner = %s RETURNING owner
-"""
 
 RECLAIM = """
 WITH dead AS (
@@ -73,37 +67,11 @@ SET share = EXCLUDED.share,
     lowered_at = CASE WHEN %(lowered)s THEN now() ELSE mid.rate_share.lowered_at END
 """
 
-SLOTS = "SELECT slot, owner FROM mid.bind_slot WHERE account_id = %s"
-TAKE_SLOT = "INSERT INTO mid.bind_slot (account_id, slot, owner) VALUES (%s, %s, %s)"
-GIVE_BACK = "DELETE FROM mid.bind_slot WHERE account_id = %s AND owner = %s AND slot = ANY(%s)"
-FORGET = "DELETE FROM mid.mta_lease WHERE owner = %s"
 LEAVE_SHARE = "DELETE FROM mid.rate_share WHERE account_id = %s AND owner = %s"
 
 
 def owner_name(host_id: str, index: int) -> str:
     return f"{host_id}:{os.getpid()}:{index}"
-
-
-@dataclass
-class Lease:
-    owner: str
-    host_id: str
-    ttl: float
-
-    async def register(self, conn: psycopg.AsyncConnection) -> None:
-        async with conn.transaction():
-            await conn.execute(REGISTER, (self.owner, self.host_id, os.getpid(), self.ttl))
-
-    async def renew(self, conn: psycopg.AsyncConnection) -> bool:
-        """Extend the lease; False when it was lost (another child reclaimed it)."""
-        async with conn.transaction():
-            cursor = await conn.execute(RENEW, (self.ttl, self.owner))
-            return await cursor.fetchone() is not None
-
-    async def release(self, conn: psycopg.AsyncConnection) -> None:
-        """Leave cleanly: shares and slots go with the lease (ON DELETE CASCADE)."""
-        async with conn.transaction():
-            await conn.execute(FORGET, (self.owner,))
 
 
 async def reclaim_dead(conn: psycopg.AsyncConnection, *, orphans: bool = True) -> int:
@@ -163,25 +131,3 @@ async def update_share(
             },
         )
     return share
-
-
-async def update_slots(
-    conn: psycopg.AsyncConnection, account_id: int, owner: str, max_binds: int, wanted: int
-) -> list[int]:
-    """Hold up to `wanted` of the account's bind slots; return the slots held."""
-    async with conn.transaction():
-        await conn.execute(LOCK_ACCOUNT, (account_id,))
-        cursor = await conn.execute(SLOTS, (account_id,))
-        taken = dict(await cursor.fetchall())
-        mine = sorted(slot for slot, who in taken.items() if who == owner)
-        surplus = [slot for slot in mine if slot >= max_binds] + mine[wanted:]
-        if surplus:
-            await conn.execute(GIVE_BACK, (account_id, owner, surplus))
-            mine = [slot for slot in mine if slot not in surplus]
-        for slot in range(max_binds):
-            if len(mine) >= wanted:
-                break
-            if slot not in taken:
-                await conn.execute(TAKE_SLOT, (account_id, slot, owner))
-                mine.append(slot)
-    return mine

@@ -41,18 +41,20 @@ import psycopg
 import structlog
 
 from mta.queue import DeliveryCache, Mt, claim
+from mta.replies import ReplyPart, ReplyPump
 from mta.retry import RetryPolicy, Verdict
 from mta.submit import MtBuilder
 from mta.throttle import Aimd, RateLimiter, SmscWindow
 from mta.writer import Callback, Writer
-from smpp.aio import BaseHandler, BindKind, BindSettings, SmppClient, SmppConnection
+from smpp.aio import BaseHandler, BindKind, SmppClient, SmppConnection
 from smpp.constants import CommandStatus, is_throttling, status_name
 from smpp.pdu import Pdu
 from smpp.receipt import IdFormat, format_id, submit_error_log
-from smpp.session import Expired, Response, Timeouts
+from smpp.session import Expired, Response
 from smpp.text import TextError
 from sms_process.inbox import Inbox, handle_request
 from smsmta import obs
+from smsmta.binds import BindWatch, bind_settings
 from smsmta.db import FailureType
 from smsmta.settings import Account, Mode
 
@@ -61,34 +63,7 @@ log = structlog.get_logger("mta.sender")
 UNKNOWN_FATE = -1  # error_status of a message whose part got no answer too many times
 UNBOUND_HANDBACK = 10.0  # seconds with no bind up before unsent claims go back to the queue
 
-
-def bind_settings(account: Account, kind: BindKind) -> BindSettings:
-    """The transmitter (or transceiver) bind settings of an account."""
-    c, t, s = account.connection, account.throughput, account.smsc
-    return BindSettings(
-        host=c.server,
-        port=c.port,
-        system_id=c.system_id,
-        password=c.password.get_secret_value() if c.password else "",
-        kind=kind,
-        system_type=c.system_type,
-        addr_ton=s.bind_ton,
-        addr_npi=s.bind_npi,
-        address_range=s.address_range,
-        window=t.window,
-        timeouts=Timeouts(
-            response=t.mt_timeout,
-            bind=t.bind_timeout,
-            enquire_link_period=t.enquire_link_period,
-            unbind=min(5.0, t.mt_timeout),
-        ),
-        reconnect_delay=t.reconnect_delay,
-        tls=c.tls,
-        tls_verify=not s.skip_tls_verification,
-        tls_ca_file=str(c.tls_ca_file) if c.tls_ca_file else None,
-        verbose_trace=c.verbose_trace,
-        name=account.name,
-    )
+__all__ = ["AccountSender", "bind_settings"]
 
 
 class AccountSender(BaseHandler):
@@ -104,6 +79,7 @@ class AccountSender(BaseHandler):
         claim_batch: int,
         poll_interval: float,
         inbox: Inbox | None = None,
+        receipt_on_every_part: bool = False,
     ) -> None:
         self.account = account
         self.inbox = inbox
@@ -114,7 +90,7 @@ class AccountSender(BaseHandler):
         self.claims: psycopg.AsyncConnection | None = None
         self.writer = writer
         self.policy = policy
-        self.builder = MtBuilder(account)
+        self.builder = MtBuilder(account, receipt_on_every_part=receipt_on_every_part)
         self.cache = DeliveryCache()
         self.ack_format = account.smsc.mt_ack_id_format
         self.smsc_name = account.connection.smsc_name
@@ -158,6 +134,9 @@ class AccountSender(BaseHandler):
         self.m_throttled = obs.MT_THROTTLED.labels(name)
         self.m_aimd = obs.AIMD_DECREASES.labels(name)
         obs.MT_CONFIGURED_CAP.labels(name).set(self.cap or 0)
+        self.watch = BindWatch(name, account.connection.system_id, self._kind.name.lower())
+        # auto-replies of the account (stored by the SMS process) go out on these binds
+        self.replies = ReplyPump(self, connect, poll_interval) if account.auto_replies else None
         self._apply_rate()
 
     # --- binds ---------------------------------------------------------------------
@@ -173,7 +152,12 @@ class AccountSender(BaseHandler):
             client = self.clients.pop()
             self._tasks.append(asyncio.create_task(client.stop(self.account.throughput.mt_timeout)))
 
+    def on_bind_failed(self, client: SmppClient, error: BaseException) -> None:
+        """A bind attempt failed (refused, timed out, no connection): counted, logged once."""
+        self.watch.failed(error)
+
     def on_bound(self, conn: SmppConnection) -> None:
+        self.watch.bound()
         self.m_binds.inc()
         self.bound += 1
         self._unbound_since = None
@@ -192,6 +176,8 @@ class AccountSender(BaseHandler):
     def start(self, binds: int) -> None:
         self.set_binds(binds)
         self._spawn(self._claim_loop())
+        if self.replies is not None:
+            self._spawn(self.replies.run())
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run a task of this sender; if it dies of an unexpected error, the child stops.
@@ -218,8 +204,10 @@ class AccountSender(BaseHandler):
             self.on_fatal(error)
 
     def notify(self) -> None:
-        """New messages were queued (NOTIFY): claim if there is room."""
+        """New messages or replies were queued (NOTIFY): claim if there is room."""
         self._need_work.set()
+        if self.replies is not None:
+            self.replies.wake()
 
     async def _claim_loop(self) -> None:
         while self._claiming:
@@ -248,6 +236,7 @@ class AccountSender(BaseHandler):
             limit,
             default_source=channel.source_number or channel.short_code,
             short_code=channel.short_code,
+            default_country=self.account.default_country,
         )
         if not mts:
             return 0
@@ -332,6 +321,11 @@ class AccountSender(BaseHandler):
     # --- answers ---------------------------------------------------------------------
 
     def on_response(self, conn: SmppConnection, response: Response) -> None:
+        if isinstance(response.context, ReplyPart):
+            assert self.replies is not None
+            self.replies.on_response(conn, response)
+            self._wakeup.set()  # its window slot is free for MTs
+            return
         mt, index, sent_at, unanswered = response.context
         pdu = response.pdu
         status = pdu.command_status
@@ -376,6 +370,11 @@ class AccountSender(BaseHandler):
         self._resolved(conn, mt, index)
 
     def on_expired(self, conn: SmppConnection, expired: Expired, reason: str) -> None:
+        if isinstance(expired.context, ReplyPart):
+            assert self.replies is not None
+            self.replies.on_expired(conn, expired, reason)
+            self._wakeup.set()  # its window slot is free for MTs
+            return
         if reason == "timeout":
             # No answer within mt_timeout: the link is presumed dead (a network cut without
             # FIN looks exactly like this). Resending on it would put a second copy of every
@@ -538,6 +537,8 @@ class AccountSender(BaseHandler):
             await asyncio.wait_for(self._all_durable.wait(), timeout)
         clients, self.clients = self.clients, []
         await asyncio.gather(*(client.stop(0) for client in clients), return_exceptions=True)
+        if self.replies is not None:  # answered replies out of the outbox
+            await self.replies.close()
         self._wakeup.set()
         for task in self._tasks:
             task.cancel()

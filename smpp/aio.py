@@ -496,7 +496,11 @@ class SmppClient:
                     retry_in=self.settings.reconnect_delay,
                 )
             except (OSError, TimeoutError, BindError, ConnectionError) as error:
-                self._log.warning(
+                # a handler with on_bind_failed reports failures itself (one line an outage)
+                report = getattr(self.handler, "on_bind_failed", None)
+                if report is not None:
+                    report(self, error)
+                (self._log.debug if report is not None else self._log.warning)(
                     "smpp.bind_failed",
                     host=self.settings.host,
                     port=self.settings.port,

@@ -12,15 +12,18 @@ What it runs until SIGTERM:
   if another SMS process holds it by then;
 - `connections` receiver binds per enabled TX+RX account (receiver settings), whose
   deliver_sm / data_sm go through the `Inbox` (sms_process.inbox): stored, committed, then
-  acknowledged. TRX accounts receive on the MTA's transceivers, into the same inbox;
+  acknowledged. TRX accounts receive on the MTA's transceivers, into the same inbox. With
+  max_binds, the receivers on the transmitter's login hold bind slots 0..r-1 under this
+  process's lease (`_hold_slots`, smsmta.binds): every bind counts, and the MTA never
+  takes a receiver's slot. No other bind: auto-replies go out on the MTA's binds;
 - the work loops (`reconcile_workers`, each on its own connection): due inbox rows, a
   batch per transaction, back to back while there are some (woken by NOTIFY
   `smsmta_inbox` and by its own inbox's flushes, else they poll): receipts to
   `sms_process.receipts`, MOs to `sms_process.mo` (the first loop only); after each
-  commit the metrics and the auto-replies (`sms_process.replies`, transmitter binds
-  opened only for accounts with rules). Loops take disjoint rows (SKIP LOCKED) and two
-  batches touching one message serialise on its broad_log row (receipts.MATCH), so one
-  batch is decoded while another waits on the database;
+  commit the metrics; the auto-replies are stored in `mid.reply_outbox` in the batch's
+  transaction and sent by the MTA children (sms_process.replies). Loops take disjoint
+  rows (SKIP LOCKED) and two batches touching one message serialise on its broad_log row
+  (receipts.MATCH), so one batch is decoded while another waits on the database;
 - the KPI sync of deliveries of accounts without real-time KPIs (every kpi_sync_period):
   the delivery rows are locked, then their counters recounted from broad_log;
 - the purge (every purge_period): provider_msg_id, receipt history, final broad_log
@@ -57,18 +60,18 @@ lock's connection dead until the lock is taken again):
   sent during the outage is gone).
 
 SIGTERM: stop storing what arrives (unacknowledged, the SMSC sends it again), commit and
-acknowledge what was stored, unbind the receivers, finish the batch in hand, send the
-queued replies (bounded by shutdown_timeout), sync the KPIs, release the lock, exit 0.
+acknowledge what was stored, unbind the receivers, finish the batch in hand (its replies
+are in the outbox), sync the KPIs, drop the lease (slots), release the lock, exit 0.
 Touches: the database (5 + reconcile_workers connections, 7 by default: the advisory
-lock, the inbox, LISTEN, the backlog gauge, the purge, and one per work loop), SMPP
-sockets, signals, the metrics port.
+lock, the inbox, LISTEN, the backlog gauge, the purge, and one per work loop; one more
+for the bind slots' lease when an account has max_binds and receivers on its login),
+`mid.reply_outbox`, SMPP sockets, signals, the metrics port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import os
 import signal
@@ -83,15 +86,17 @@ import structlog
 from psycopg.conninfo import conninfo_to_dict
 
 from mta.retry import RetryPolicy
-from mta.sender import bind_settings
-from smpp.aio import BaseHandler, BindKind, BindSettings, SmppClient, SmppConnection
+from smpp.aio import BaseHandler, SmppClient, SmppConnection
 from smpp.pdu import Pdu
+from sms_process.expiry import close_receipts
 from sms_process.inbox import NOTIFY_CHANNEL, Inbox, handle_request
 from sms_process.mo import MoHandler
 from sms_process.receipts import AccountRules, BatchOutcome, InboxRow, Reconciler
-from sms_process.replies import ReplySender
-from smsmta import obs
+from sms_process.replies import outbox_reply
+from smsmta import binds, obs
+from smsmta import replies as outbox
 from smsmta.accounts import sync_accounts
+from smsmta.binds import receiver_settings
 from smsmta.settings import Account, MidConfig, Mode, SmsProcessService
 from smsmta.systemd import Notifier, keep_alive
 
@@ -109,6 +114,10 @@ LOCK_CHECK_TIMEOUT = 20.0
 #: reconnection back-off after losing the database: the first delay, doubled each attempt
 #: up to the last (an outage of any length is ridden through, at most RECONNECT_MAX apart)
 RECONNECT_FIRST, RECONNECT_MAX = 0.2, 5.0
+#: owner names of SMS processes in mid.mta_lease (holders of the receivers' bind slots)
+LEASE_PREFIX = "sms-process:"
+#: seconds between renewals of that lease (it lives config.mta.lease_ttl)
+SLOT_PERIOD = 1.0
 
 # SKIP LOCKED: the work loops (reconcile_workers) take disjoint rows; the first one takes
 # MOs too (MO reassembly and auto-replies live in its memory), the others receipts only
@@ -130,9 +139,11 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s
 LOCK_DELIVERIES = "SELECT id FROM mid.delivery WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
 RECOUNT = """
 UPDATE mid.delivery d
-SET delivered = c.delivered, failed_hard = c.hard, failed_soft = c.soft, updated_at = now()
+SET delivered = c.delivered, failed_hard = c.hard, failed_soft = c.soft,
+    no_receipt = c.no_receipt, updated_at = now()
 FROM (SELECT delivery_id,
              count(*) FILTER (WHERE status = 'delivered') AS delivered,
+             count(*) FILTER (WHERE status = 'no_receipt') AS no_receipt,
              count(*) FILTER (WHERE status = 'failed' AND failure_type = 'hard') AS hard,
              count(*) FILTER (WHERE status = 'failed' AND failure_type = 'soft') AS soft
       FROM mid.broad_log WHERE delivery_id = ANY(%s) GROUP BY delivery_id) AS c
@@ -185,7 +196,7 @@ SELECT count(*), count(*) FILTER (WHERE result IN ('unmatched', 'invalid')) FROM
 PURGE_BROAD_LOG = """
 WITH candidate AS (
     SELECT b.id, b.delivery_id, b.status_xid, b.final_at FROM mid.broad_log b
-    WHERE b.status IN ('delivered', 'failed', 'cancelled')
+    WHERE b.status IN ('delivered', 'failed', 'cancelled', 'no_receipt')
       AND b.final_at < now() - make_interval(secs => %(retention)s)
       AND (b.final_at, b.id) > (%(after_at)s::timestamptz, %(after_id)s::bigint)
     ORDER BY b.final_at, b.id
@@ -289,19 +300,6 @@ class Outage:
         return text
 
 
-def receiver_settings(account: Account) -> BindSettings:
-    """The receiver bind of an account: its receiver settings (or the transmitter's)."""
-    receiver = account.receiver_settings
-    return dataclasses.replace(
-        bind_settings(account, BindKind.RECEIVER),
-        host=receiver.server,
-        port=receiver.port,
-        system_id=receiver.system_id,
-        password=receiver.password.get_secret_value() if receiver.password else "",
-        system_type=receiver.system_type,
-    )
-
-
 class Receiver(BaseHandler):
     """The handler of an account's receiver binds: everything through the inbox."""
 
@@ -310,6 +308,11 @@ class Receiver(BaseHandler):
         self.account = account
         self.account_id = account_id
         self.m_binds = obs.BINDS_UP.labels(account.name, "receiver")
+        self.watch = binds.BindWatch(account.name, account.receiver_settings.system_id, "receiver")
+
+    def on_bind_failed(self, client: SmppClient, error: BaseException) -> None:
+        """A receiver bind attempt failed: counted by reason, one log line an outage."""
+        self.watch.failed(error)
 
     def on_request(self, conn: SmppConnection, pdu: Pdu) -> None:
         if self.process.storing:
@@ -317,6 +320,7 @@ class Receiver(BaseHandler):
         # else: stopping, left unanswered: the SMSC sends it again
 
     def on_bound(self, conn: SmppConnection) -> None:
+        self.watch.bound()
         self.m_binds.inc()
 
     def on_unbound(self, conn: SmppConnection, reason: str) -> None:
@@ -341,8 +345,11 @@ class SmsProcess:
         self.exit_code = EXIT_OK
         self.dirty: set[int] = set()
         self.receivers: list[SmppClient] = []
-        self.senders: dict[int, ReplySender] = {}
+        self.lease = binds.Lease(
+            f"{LEASE_PREFIX}{config.host_id}:{os.getpid()}", config.host_id, config.mta.lease_ttl
+        )
         self.names: dict[int, str] = {}
+        self._slots_conn: psycopg.AsyncConnection | None = None
         self._wakeups: list[asyncio.Event] = []  # one a work loop
         self._working = True
         self.application_name = f"smsmta sms-process {socket.gethostname()} {os.getpid()}"[:63]
@@ -412,9 +419,6 @@ class SmsProcess:
         inbox_task = asyncio.create_task(self.inbox.run())
         inbox_task.add_done_callback(self._task_done)
         for account_id, account in enabled.items():
-            if account.auto_replies:
-                sender = self.senders[account_id] = ReplySender(account, account_id)
-                sender.start()
             if account.connection.mode is Mode.TX_RX:
                 handler = Receiver(self, account, account_id)
                 for _ in range(account.connection.connections):
@@ -432,6 +436,7 @@ class SmsProcess:
             asyncio.create_task(self._watch_lock()),
             asyncio.create_task(self._backlog_gauge()),
             asyncio.create_task(self._purge_loop()),
+            asyncio.create_task(self._hold_slots()),
         ]
         background[1].add_done_callback(self._task_done)
         port = obs.serve_metrics(self.settings.metrics_host, self.settings.metrics_port)
@@ -439,7 +444,6 @@ class SmsProcess:
             "sms_process.started",
             accounts=sorted(self.names.values()),
             receivers=len(self.receivers),
-            reply_binds=len(self.senders),
             held_mo_parts=held,
             metrics_port=port,
         )
@@ -568,9 +572,6 @@ class SmsProcess:
         self._wake()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(asyncio.gather(*work)), timeout)
-        await asyncio.gather(
-            *(sender.stop(timeout) for sender in self.senders.values()), return_exceptions=True
-        )
         with contextlib.suppress(psycopg.Error, NotOwner):
             if self.owner.is_set():
                 await self._sync_kpis(await self._fresh_work_conn())
@@ -579,6 +580,10 @@ class SmsProcess:
         await asyncio.gather(
             inbox_task, *work, *receiver_tasks, *background, return_exceptions=True
         )
+        if self._slots_conn is not None:  # the receivers' bind slots go with the lease
+            with contextlib.suppress(psycopg.Error):
+                await self.lease.release(self._slots_conn)
+                await self._slots_conn.close()
         for conn in (self.work_conn, self.lock_conn):
             with contextlib.suppress(psycopg.Error):
                 await conn.close()  # closing the lock's connection releases the lock
@@ -698,6 +703,8 @@ class SmsProcess:
             mo_outcome = None
             if mos or (self.mo.pending and not receipts_only):
                 mo_outcome = await self.mo.handle(conn, mos)
+            if mo_outcome is not None and mo_outcome.replies:  # sent by the MTA's binds
+                await outbox.store(conn, [outbox_reply(reply) for reply in mo_outcome.replies])
             self._check_owner()
         committed = time.time()
         if rows:
@@ -710,9 +717,7 @@ class SmsProcess:
             for name, action in mo_outcome.blacklist_changes:
                 obs.SP_BLACKLIST_CHANGES.labels(name, action).inc()
             for reply in mo_outcome.replies:
-                sender = self.senders.get(reply.account_id)
-                if sender is not None:
-                    sender.send(reply)
+                obs.SP_AUTO_REPLIES.labels(self.names.get(reply.account_id, "?"), "queued").inc()
             if mo_outcome.messages:
                 log.info("sms_process.mo", count=len(mo_outcome.messages), stored=mo_outcome.stored)
         return len(rows)
@@ -796,6 +801,51 @@ class SmsProcess:
             except psycopg.Error as error:
                 delay = max(outage.failed(error), LOCK_CHECK_PERIOD)
 
+    async def _hold_slots(self) -> None:
+        """Every SLOT_PERIOD: renew this process's lease, hold its receivers' bind slots.
+
+        The receivers of a TX+RX account whose receiver login is the transmitter's take
+        slots 0..r-1 of its max_binds (smsmta.binds): reserved, MTA children never take
+        them, so the receivers bind whatever these rows say; the rows show the contract's
+        use on one table, and go with the lease when this process dies (its expired lease
+        is deleted by the MTA children's reclaim or by the next SMS process).
+        """
+        wanted = {
+            account_id: binds.receivers_on_login(account)
+            for account_id, account in self.enabled.items()
+            if account.throughput.max_binds and binds.receivers_on_login(account)
+        }
+        if not wanted:
+            return
+        outage = Outage("bind slots", self._password)
+        short: set[int] = set()
+        while True:
+            try:
+                conn = self._slots_conn
+                if conn is None or conn.closed or conn.broken:
+                    conn = self._slots_conn = await self.connect()
+                    await self.lease.register(conn)
+                elif not await self.lease.renew(conn):
+                    await self.lease.register(conn)
+                await binds.forget_dead(conn, LEASE_PREFIX)
+                for account_id, r in wanted.items():
+                    held = await binds.update_slots(conn, account_id, self.lease.owner, range(r), r)
+                    if len(held) < r and account_id not in short:
+                        short.add(account_id)
+                        log.warning(
+                            "sms_process.receiver_slots_taken",
+                            account=self.names[account_id],
+                            held=len(held),
+                            receivers=r,
+                        )
+                    elif len(held) == r:
+                        short.discard(account_id)
+                outage.recovered()
+                delay = SLOT_PERIOD
+            except psycopg.Error as error:
+                delay = max(outage.failed(error), SLOT_PERIOD)
+            await asyncio.sleep(delay)
+
     async def _purge_loop(self) -> None:
         """A purge run every purge_period, started only while the lock is held; a run cut by
         a lost connection is tried again after the back-off, not a whole period later."""
@@ -806,6 +856,7 @@ class SmsProcess:
             try:
                 if conn is None or conn.closed or conn.broken:
                     conn = await self.connect()
+                await self._close_receipts(conn)
                 await purge(conn, self.settings)
             except psycopg.Error as error:
                 if conn is None or conn.closed or conn.broken:
@@ -814,6 +865,25 @@ class SmsProcess:
                 log.warning("sms_process.purge_failed", error=str(error))
             outage.recovered()
             await asyncio.sleep(self.settings.purge_period)
+
+    async def _close_receipts(self, conn: psycopg.AsyncConnection) -> None:
+        """Messages still sent past their validity + receipt_match_wait become no_receipt."""
+        for closed in await close_receipts(
+            conn,
+            default_validity=self.config.mta.default_validity,
+            wait=self.settings.receipt_match_wait,
+            batch=self.settings.purge_batch,
+        ):
+            if closed.no_receipt:
+                account = self.names.get(closed.account_id, f"#{closed.account_id}")
+                obs.SP_NO_RECEIPT.labels(account).inc(closed.no_receipt)
+                log.warning(
+                    "sms_process.no_receipt",
+                    account=account,
+                    delivery=closed.delivery_id,
+                    messages=closed.no_receipt,
+                    why="still sent past validity + receipt_match_wait: final, no receipt",
+                )
 
 
 async def _try_lock(conn: psycopg.AsyncConnection) -> bool:

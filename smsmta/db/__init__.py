@@ -35,6 +35,7 @@ from smsmta.db.mid import (
     Receipt,
     ReceiptOutcome,
     ReceiptResult,
+    ReplyOutbox,
     ShortCodeBlacklist,
     TransmissionMode,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "ReceiptOutcome",
     "ReceiptResult",
     "Recipient",
+    "ReplyOutbox",
     "ShortCodeBlacklist",
     "TransmissionMode",
 ]

@@ -11,7 +11,9 @@ text, qualified hard / soft / ignored. `inbox` holds every deliver_sm / data_sm 
 received, committed before its response goes out, until the SMS process has handled it;
 `receipt` is the history of every receipt handled (matched or not), the message's
 history of SPEC section 7 and the list of unmatched receipts. `rate_share` and
-`bind_slot` hold an account's max MT/s and max_binds across every child and host.
+`bind_slot` hold an account's max MT/s and max_binds across every child and host
+(bind slots are also held by the SMS process and the go-live check: every bind counts);
+`reply_outbox` carries auto-replies from the SMS process to the MTA's binds.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class MessageStatus(enum.StrEnum):
     DELIVERED = "delivered"  # final: success receipt
     FAILED = "failed"  # final: hard failure, retries exhausted or validity over
     CANCELLED = "cancelled"  # final: the delivery was cancelled before sending
+    # final: acknowledged by the SMSC, no receipt by the end of the validity period plus
+    # receipt_match_wait (sms_process.expiry)
+    NO_RECEIPT = "no_receipt"
 
 
 class FailureType(enum.StrEnum):
@@ -155,6 +160,9 @@ class Delivery(MidBase):
     delivered: Mapped[int] = mapped_column(Integer, server_default="0")
     failed_hard: Mapped[int] = mapped_column(Integer, server_default="0")
     failed_soft: Mapped[int] = mapped_column(Integer, server_default="0")
+    no_receipt: Mapped[int] = mapped_column(Integer, server_default="0")
+    # when the SMS process ended the wait for this delivery's receipts (sms_process.expiry)
+    receipts_closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 
@@ -185,7 +193,7 @@ class BroadLog(MidBase):
             "ix_broad_log_final",
             "final_at",
             "id",
-            postgresql_where=sql("status IN ('delivered', 'failed', 'cancelled')"),
+            postgresql_where=sql("status IN ('delivered', 'failed', 'cancelled', 'no_receipt')"),
         ),
     )
 
@@ -282,7 +290,8 @@ class ShortCodeBlacklist(MidBase):
 
 
 class MtaLease(MidBase):
-    """A live MTA child: renewed every second; past `expires_at` its claims are reclaimed."""
+    """A live holder of claims or binds (an MTA child, the SMS process, a go-live check):
+    renewed every second; past `expires_at` its claims are reclaimed, its slots freed."""
 
     __tablename__ = "mta_lease"
 
@@ -323,6 +332,30 @@ class BindSlot(MidBase):
     )
     slot: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner: Mapped[str] = mapped_column(ForeignKey("mta_lease.owner", ondelete="CASCADE"))
+
+
+class ReplyOutbox(MidBase):
+    """An auto-reply decided by the SMS process, committed with its MO, until it is sent.
+
+    Written by the SMS process (smsmta.replies.store), claimed by the MTA children of
+    its account under their lease (`lease_owner`, SKIP LOCKED; a dead owner's rows are
+    claimed again) and deleted once the SMSC answered the submit_sm.
+    """
+
+    __tablename__ = "reply_outbox"
+    __table_args__ = (Index("ix_reply_outbox_account", "account_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("external_account.id", ondelete="CASCADE"))
+    source_addr: Mapped[str] = mapped_column(String(21))  # the short code the MO was sent to
+    source_ton: Mapped[int] = mapped_column(SmallInteger)
+    source_npi: Mapped[int] = mapped_column(SmallInteger)
+    destination_addr: Mapped[str] = mapped_column(String(21))  # the MO's sender
+    dest_ton: Mapped[int] = mapped_column(SmallInteger)
+    dest_npi: Mapped[int] = mapped_column(SmallInteger)
+    text: Mapped[str] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))  # an mta_lease.owner
+    created_at: Mapped[datetime] = created_at_column()
 
 
 class Inbox(MidBase):

@@ -285,7 +285,9 @@ async def test_unencodable_and_overlong_texts_fail_with_their_reason(
 
 async def test_max_binds_caps_the_binds_of_all_children(harness: Harness, smsc: Smsc) -> None:
     path, config = harness.write_config(
-        mid_config(smsc.port, children=2, connections=2, max_binds=3)
+        # five on the login: the SMS process's two receivers (slots 0-1, reserved, counted
+        # even when it is not running) and three transmitters
+        mid_config(smsc.port, children=2, connections=2, max_binds=5)
     )
     count = 4_000
     await harness.enqueue(config, count)
@@ -310,7 +312,7 @@ async def test_a_child_without_a_bind_slot_claims_nothing_and_leaves_it_the_whol
     # two children, one bind allowed: the child left without a slot must neither hold
     # messages it cannot send nor keep half of the cap for itself
     path, config = harness.write_config(
-        mid_config(smsc.port, children=2, connections=1, max_binds=1, rate=300)
+        mid_config(smsc.port, children=2, connections=1, max_binds=2, rate=300)  # 1 is rx
     )
     count = 3_000
     await harness.enqueue(config, count)
