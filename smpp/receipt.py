@@ -22,10 +22,18 @@ Contract
 Processed text (what the id regex sees)
     The decoded short_message, with the `Text:` sub-field cut (unless `id_in_text_field`),
     then ` 0xTAG:VALUE` appended for every text TLV (if `id_in_optional_fields`). The stat and
-    err come from the Annex B fields of the text before `Text:`, falling back to the
-    message_state (0x0427) and network_error_code (0x0423) TLVs. The id falls back to the
-    receipted_message_id TLV (0x001E), converted with the MT-ack id format, since that TLV
-    carries the same id as submit_sm_resp.
+    err come from the Annex B fields of the text before `Text:`; then, with
+    `id_in_text_field`, from Annex B fields inside the `Text:` sub-field, and with
+    `id_in_optional_fields`, from Annex B fields inside a text TLV (`stat:REJECTD err:012`);
+    last from the message_state (0x0427) and network_error_code (0x0423) TLVs.
+
+Text id and receipted_message_id (0x001E)
+    The TLV carries the submit_sm_resp message_id, so it is read with the MT-ack id format.
+    Without a text id the TLV is the id. With both, when they disagree once formatted (or the
+    text id cannot be read in the SR id format), the TLV decides: the text id could name
+    another message (a decimal "1234" beside hex MT-ack ids), the TLV cannot. The receipt
+    then says so in `overruled_text_id`; `id_disagreement_fix` names the setting that would
+    make the two agree. The caller counts and logs it (this module does no I/O).
 
 What it touches
     Nothing: no I/O, clocks, logging or globals beyond the compiled module-level regexes.
@@ -51,12 +59,14 @@ class IdFormat(StrEnum):
     HEX_STRING = "hex_string"
 
 
-# Up to 10 alphanumerics after `id:`. The lookahead refuses a longer run instead of silently
-# keeping its first 10 characters (a truncated id would never match its MT); such a receipt
-# then falls back to receipted_message_id, or needs a custom regex.
-DEFAULT_ID_REGEX = r"(?i)\bid:([0-9a-z]{1,10})(?!\S)"
+# Up to 10 alphanumerics after `id:` (spaces after the colon allowed), ending at a space, at
+# punctuation or at the end (SPEC section 4). The lookahead refuses a longer alphanumeric run
+# instead of silently keeping its first 10 characters (a truncated id would never match its
+# MT); such a receipt then falls back to receipted_message_id, or needs a custom regex. An id
+# with punctuation inside (a UUID) is cut at it: receipted_message_id, when present, decides.
+DEFAULT_ID_REGEX = r"(?i)\bid:\s*([0-9a-z]{1,10})(?![0-9a-z])"
 DEFAULT_SUCCESS_REGEX = r"(?i)^DELIV"  # applied to the stat value
-DEFAULT_ERROR_REGEX = r"(?i)^(?:UNDELIV|REJECTD|EXPIRED|DELETED|UNKNOWN)"
+DEFAULT_ERROR_REGEX = r"(?i)^(?:UNDELIV|REJECTD|REJECTED|FAILED|EXPIRED|DELETED|UNKNOWN)"
 
 TAG_RECEIPTED_MESSAGE_ID = 0x001E
 TAG_NETWORK_ERROR_CODE = 0x0423
@@ -246,7 +256,8 @@ class IdSource(StrEnum):
     """Where a receipt's provider id came from."""
 
     REGEX = "regex"  # the SR id regex on the processed text (short_message, maybe TLVs)
-    RECEIPTED_MESSAGE_ID = "receipted_message_id"  # the 0x001E TLV, when the regex failed
+    # the 0x001E TLV: when the regex found no readable id, or one that disagrees with it
+    RECEIPTED_MESSAGE_ID = "receipted_message_id"
     NONE = "none"
 
 
@@ -314,6 +325,9 @@ class Receipt:
     log_text: str  # SR <smsc name> <stat> <err>|MESSAGE=<text>
     log_key: str  # SR <smsc name> <stat> <err>|#MESSAGE#
     fields: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # The id the regex found in the text (as captured) when receipted_message_id overruled
+    # it: the two disagree once formatted. None when they agree or either is absent.
+    overruled_text_id: str | None = None
 
 
 def decode_text(data: bytes | bytearray | memoryview | str) -> str:
@@ -389,6 +403,7 @@ def interpret(
 
     # Processed text: the id regex searches it.
     processed = text if rules.id_in_text_field or text_at < 0 else text[:text_at].rstrip()
+    tlv_texts: list[str] = []
     if rules.id_in_optional_fields and tlv_list:
         parts = [processed]
         for tag, value in tlv_list:
@@ -398,6 +413,7 @@ def interpret(
             tlv_text = _tlv_text(octets) if octets is not None else None
             if tlv_text is not None:
                 parts.append(f" 0x{tag & 0xFFFF:04X}:{tlv_text}")
+                tlv_texts.append(tlv_text)
         processed = "".join(parts)
 
     # Id: first regex match with a non-empty capture, else receipted_message_id.
@@ -420,6 +436,14 @@ def interpret(
 
     stat = fields.get("stat") or None
     err = fields.get("err") or None
+    if stat is None or err is None:  # the options' texts may carry them (rare: not hot)
+        extra = tlv_texts if not rules.id_in_text_field else [fields.get("text", ""), *tlv_texts]
+        for more in extra:
+            if ":" not in more:
+                continue
+            found = _scan_annex_b(more)[0]
+            stat = stat or found.get("stat") or None
+            err = err or found.get("err") or None
     receipted: str | None = None
     for tag, value in tlv_list:
         if tag == TAG_RECEIPTED_MESSAGE_ID and receipted is None:
@@ -436,14 +460,24 @@ def interpret(
             if octets is not None and len(octets) == 3:
                 err = f"{int.from_bytes(octets[1:3], 'big'):03d}"
 
-    if provider_id is None and receipted and not receipted.isspace():
+    overruled: str | None = None
+    same = (
+        provider_id is not None
+        and receipted == raw_id
+        and rules.mt_ack_id_format is rules.sr_id_format
+    )
+    if receipted and not same and not receipted.isspace():  # same: agree, nothing to convert
         try:
-            provider_id = format_id(receipted, rules.mt_ack_id_format)
-            raw_id = receipted
-            id_source = IdSource.RECEIPTED_MESSAGE_ID
-            id_error = None
+            tlv_id = format_id(receipted, rules.mt_ack_id_format)
         except ValueError as exc:
-            id_error = f"{id_error}; receipted_message_id: {exc}"
+            if provider_id is None:
+                id_error = f"{id_error}; receipted_message_id: {exc}"
+        else:
+            if provider_id != tlv_id:  # no text id, an unreadable one, or a disagreeing one
+                if raw_id is not None:
+                    overruled = raw_id
+                provider_id, raw_id, id_error = tlv_id, receipted, None
+                id_source = IdSource.RECEIPTED_MESSAGE_ID
 
     if stat is not None and len(stat) > MAX_STAT_ERR_LEN:
         stat = stat[:MAX_STAT_ERR_LEN]
@@ -463,6 +497,52 @@ def interpret(
         log_text=f"{head}MESSAGE={text}",
         log_key=f"{head}#MESSAGE#",
         fields=fields,
+        overruled_text_id=overruled,
+    )
+
+
+# Readings tried for the fix, most natural first for the ids providers write.
+_FIX_ORDER = (IdFormat.DECIMAL, IdFormat.HEX_NUMBER, IdFormat.AS_IS, IdFormat.HEX_STRING)
+
+
+def _reading(raw: str, fmt: IdFormat) -> str | None:
+    try:
+        return format_id(raw, fmt)
+    except ValueError:
+        return None
+
+
+def id_disagreement_fix(receipt: Receipt, rules: ReceiptRules) -> str:
+    """The setting that would make a receipt's overruled text id agree with its TLV id.
+
+    Tried in order: a text id cut from the TLV's id (`sr_id_regex`); an `sr_id_format` alone
+    (the MT-ack id format, which the stored MT ids follow, unchanged); an (`mt_ack_id_format`,
+    `sr_id_format`) pair; else a sentence saying no id format reconciles them.
+    """
+    text_id, tlv_raw = receipt.overruled_text_id, receipt.raw_id
+    if text_id is None or tlv_raw is None or receipt.provider_id is None:
+        return "the text id and receipted_message_id agree"
+    text_key, tlv_key = text_id.strip().casefold(), tlv_raw.strip().casefold()
+    if len(tlv_key) > len(text_key) and tlv_key.startswith(text_key):
+        return (
+            f"sr_id_regex: the text id {text_id!r} is cut from receipted_message_id "
+            f"{tlv_raw!r}; capture the whole id"
+        )
+    for sr_fmt in _FIX_ORDER:
+        if _reading(text_id, sr_fmt) == receipt.provider_id:
+            return f"sr_id_format: {sr_fmt.value} would make the text id agree"
+    for ack_fmt in _FIX_ORDER:
+        if ack_fmt is rules.mt_ack_id_format or (tlv := _reading(tlv_raw, ack_fmt)) is None:
+            continue
+        for sr_fmt in _FIX_ORDER:
+            if _reading(text_id, sr_fmt) == tlv:
+                return (
+                    f"mt_ack_id_format: {ack_fmt.value} with sr_id_format: {sr_fmt.value} "
+                    "would make the text id agree"
+                )
+    return (
+        f"no id format makes the text id {text_id!r} agree with receipted_message_id "
+        f"{tlv_raw!r}: check that sr_id_regex captures the receipt's id"
     )
 
 

@@ -27,9 +27,16 @@ Multipart: every part's receipt is kept. `first_part`: part 1's receipt decides 
 rule; the MTA asks a receipt for the first part only). `all_parts`: a failed part fails the
 message; it is delivered when every part has a delivered receipt of the current attempt.
 
+Text id vs receipted_message_id: when both are present and disagree once formatted, the TLV
+decides (smpp.receipt). Each such receipt is counted (`smsmta_receipt_id_disagreements`, by
+account) and the first one of each account is logged once in the process's life, as a
+warning naming the setting that would make the two agree (`id_disagreement_fix`): a
+misconfiguration, not an outage, so one line is enough and the counter tells how many.
+
 Touches: the database through the caller's connection and transaction (`mid.inbox`,
 `mid.provider_msg_id`, `mid.broad_log`, `mid.delivery`, `mid.broad_log_msg`,
-`mid.receipt`); nothing else (metrics are the caller's, from `BatchOutcome`).
+`mid.receipt`); the id-disagreement counter and log line above; other metrics are the
+caller's, from `BatchOutcome`.
 """
 
 from __future__ import annotations
@@ -41,15 +48,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import structlog
 
 from mta.retry import RetryPolicy, Verdict
 from smpp import codec
 from smpp.errors import RemoteProtocolError
 from smpp.pdu import Pdu
-from smpp.receipt import Outcome, Receipt, ReceiptRules, interpret
-from smsmta import message_log
+from smpp.receipt import Outcome, Receipt, ReceiptRules, id_disagreement_fix, interpret
+from smsmta import message_log, obs
 from smsmta.db import FailureType, ReceiptResult
 from smsmta.settings import Account
+
+log = structlog.get_logger("sms_process.receipts")
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,8 @@ class BatchOutcome:
     dirty_deliveries: set[int] = field(default_factory=set)
     by_result: Counter[tuple[str, str]] = field(default_factory=Counter)  # (account, result)
     by_stat: Counter[tuple[str, str]] = field(default_factory=Counter)  # (account, stat)
+    #: receipts whose text id receipted_message_id overruled, by account name
+    id_disagreements: Counter[str] = field(default_factory=Counter)
 
 
 # The messages are locked (in id order: no deadlock between two batches) and read as the
@@ -211,7 +223,7 @@ WAIT_INBOX = """
 UPDATE mid.inbox SET attempts = attempts + 1, next_try_at = %b WHERE id = ANY(%b)
 """
 
-_FINAL_STATUSES = frozenset({"delivered", "failed"})
+_FINAL_STATUSES = frozenset({"delivered", "failed", "no_receipt"})
 
 
 def _receipt_of(row: InboxRow, account: AccountRules) -> tuple[Receipt | None, str | None]:
@@ -242,6 +254,7 @@ class Reconciler:
         self.match_wait = timedelta(seconds=match_wait)
         self.retry_interval = timedelta(seconds=retry_interval)
         self.all_parts = multipart_status == "all_parts"
+        self._disagreement_logged: set[int] = set()  # account ids already logged
 
     def account(self, account_id: int) -> AccountRules:
         found = self.accounts.get(account_id)
@@ -263,6 +276,8 @@ class Reconciler:
             if receipt is None or receipt.provider_id is None:
                 item.result = ReceiptResult.INVALID
                 item.note = problem or (receipt.id_error if receipt else None)
+            elif receipt.overruled_text_id is not None:
+                self._disagreement(account, receipt)
             items.append(item)
         out.handled = items
 
@@ -296,7 +311,27 @@ class Reconciler:
                 out.by_result[(item.account.name, item.result.value)] += 1
                 stat = (item.receipt.stat if item.receipt else None) or "-"
                 out.by_stat[(item.account.name, stat)] += 1
+                if item.receipt is not None and item.receipt.overruled_text_id is not None:
+                    out.id_disagreements[item.account.name] += 1
+        # counted once a receipt is done with, not at each try of one waiting for its MT
+        for name, n in out.id_disagreements.items():
+            obs.SP_RECEIPT_ID_DISAGREEMENTS.labels(name).inc(n)
         return out
+
+    def _disagreement(self, account: AccountRules, receipt: Receipt) -> None:
+        """Log the first text id / receipted_message_id disagreement of an account, once."""
+        if account.account_id in self._disagreement_logged:
+            return
+        self._disagreement_logged.add(account.account_id)
+        log.warning(
+            "sms_process.receipt_id_disagreement",
+            account=account.name,
+            text_id=receipt.overruled_text_id,
+            receipted_message_id=receipt.raw_id,
+            fix=id_disagreement_fix(receipt, account.rules),
+            detail="receipted_message_id decided; this is logged once per account, "
+            "smsmta_receipt_id_disagreements counts them all",
+        )
 
     async def _match(self, conn: psycopg.AsyncConnection, items: list[Handled]) -> None:
         wanted = [item for item in items if item.result is None and item.receipt is not None]

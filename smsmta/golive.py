@@ -16,17 +16,32 @@ Contract
     - The diagnosis is pure functions, tested on their own: `bind_advice`, `submit_advice`,
       `guess_id_formats` (every (mt_ack_id_format, sr_id_format) pair of `IdFormat` that
       makes the two ids seen equal, best first), `id_difference` (case and zero padding),
-      `suggest_id_regex`, `echo_differences`, `ids_related`.
+      `suggest_id_regex`, `whole_id` (an id the regex cut), `hex_or_decimal_alike`,
+      `echo_differences`, `ids_related`.
+    - Ids 0 to 9 read the same in decimal and hex: while the MT-ack id is one of them the
+      check sends another test MT (at most `MAX_TEST_MTS`), so that a provider writing hex
+      MT-ack ids and decimal receipt ids shows. A receipt whose text id disagrees with
+      receipted_message_id is reported (the SMS process goes by the TLV and counts it).
     - Receipts and MOs that are not the test MT's (an account already carrying traffic)
       are answered ESME_RX_T_APPN, a temporary error, so the SMSC delivers them again,
       to the SMS process's binds; the test's own receipt is answered ESME_ROK.
     - Passwords are never printed: bind settings have no password in their repr and the
       report only names the field.
+    - Every bind counts (SPEC section 4): with max_binds and a database, each test bind on
+      the account's login first takes a free bind slot (smsmta.binds.TestSlots, a lease
+      of its own); when the running services hold them all the check fails saying so,
+      naming the holders, instead of exceeding the contract.
+    - A live account: the SMSC may hand the test's receipt to the running SMS process's
+      receiver bind rather than to the check's. Given the database (`database_dsn`; the
+      command passes the settings file's), the check also looks, while it waits, for the
+      receipt where the SMS process stores it (`mid.inbox`, then `mid.receipt`), read
+      only, and reads it from there; the receipt step says where it was found.
 
 What it touches
     SMPP sockets to the account's SMSC (through smpp.aio: one-shot `connect`, no
-    reconnect), the event loop's clock. No database, no settings file (the caller loads
-    it), no metrics.
+    reconnect), the event loop's clock; with max_binds the database's bind slots
+    (`mid.mta_lease`, `mid.bind_slot`); with `database_dsn`, reads of `mid.external_account`,
+    `mid.inbox` and `mid.receipt`. No settings file (the caller loads it), no metrics.
 """
 
 from __future__ import annotations
@@ -42,11 +57,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mta.sender import bind_settings
+import psycopg
+
 from mta.submit import DeliveryOptions, MtBuilder
+from smpp import codec
 from smpp.aio import BaseHandler, BindError, BindKind, BindSettings, SmppConnection, connect
 from smpp.constants import CommandStatus, status_name
-from smpp.pdu import Pdu
+from smpp.errors import RemoteProtocolError
+from smpp.pdu import DeliverSm, Pdu
 from smpp.receipt import (
     TAG_RECEIPTED_MESSAGE_ID,
     IdFormat,
@@ -55,13 +73,14 @@ from smpp.receipt import (
     Receipt,
     ReceiptRules,
     format_id,
+    id_disagreement_fix,
     interpret,
 )
 from smpp.session import Expired, Response
 from smpp.text import TextError, encode_message
 from sms_process.inbox import kind_of
-from sms_process.process import receiver_settings
 from sms_process.receipts import AccountRules
+from smsmta.binds import TestSlots, bind_settings, receiver_settings
 from smsmta.db import InboxKind
 from smsmta.settings import Account, Mode
 
@@ -125,6 +144,18 @@ class Report:
 # ---------------------------------------------------------------------------------------------
 
 
+# A fresh counter's first ids (0 to 9) read the same in decimal and hex: a test MT with such an
+# id cannot show a provider writing hex MT-ack ids and decimal receipt ids. The check sends
+# more, at most this many in all (a counter starting at 0 reaches "A" at the 11th).
+MAX_TEST_MTS = 11
+
+
+def hex_or_decimal_alike(message_id: str) -> bool:
+    """Whether an id reads the same as a decimal and as a hexadecimal number (0 to 9)."""
+    value = message_id.strip()
+    return bool(_DIGITS.fullmatch(value)) and int(value) < 10
+
+
 def bind_advice(error: BaseException, prefix: str, settings: BindSettings) -> tuple[str, list[str]]:
     """What a failed bind means and which settings to change.
 
@@ -143,7 +174,9 @@ def bind_advice(error: BaseException, prefix: str, settings: BindSettings) -> tu
                 f"{prefix}.system_type: the SMSC refuses {settings.system_type!r}"
             ],
             CommandStatus.ESME_RBINDFAIL: [
-                "bind refused: too many binds for this system_id (other processes bound, "
+                f"{prefix}.system_id and {prefix}.password first: many SMSCs answer "
+                f"ESME_RBINDFAIL to a login they refuse (system_id {settings.system_id!r})",
+                "then, bind refused: too many binds for this system_id (other processes bound, "
                 "throughput.max_binds, connection.connections), this host's IP not allowed "
                 f"by the provider, {prefix}.system_type, or the bind type "
                 f"({settings.kind.name.lower()}: connection.mode) not enabled for the account",
@@ -208,7 +241,7 @@ def submit_advice(status: int) -> list[str]:
     S = CommandStatus
     table: dict[int, list[str]] = {
         S.ESME_RINVSRCADR: [
-            "channel.source_number / channel.short_code (the sender)",
+            "channel.source_number or the delivery's From (the sender; none: the provider's own)",
             "channel.source_ton, channel.source_npi",
         ],
         S.ESME_RINVSRCTON: ["channel.source_ton"],
@@ -348,6 +381,26 @@ def _id_class(id_seen: str) -> str:
     return r"[^\s]+"
 
 
+_ID_TAIL = re.compile(r"(?:[0-9A-Za-z]|[-_.](?=[0-9A-Za-z]))+")
+
+
+def whole_id(text: str, captured: str) -> str | None:
+    """The whole id when `captured` (what sr_id_regex took) is only its start, else None.
+
+    The id is cut when, where the text carries it, alphanumerics follow it directly or after
+    one `-`, `_` or `.` (a UUID cut at its first dash, 10 of 16 characters).
+    """
+    if not captured:
+        return None
+    for match in re.finditer(re.escape(captured), text, re.IGNORECASE):
+        start, end = match.span()
+        if start and text[start - 1].isalnum():
+            continue
+        tail = _ID_TAIL.match(text, end)
+        return None if tail is None else text[start : tail.end()]
+    return None
+
+
 def suggest_id_regex(
     short_message: bytes | str,
     tlvs: Sequence[tuple[int, Any]],
@@ -427,9 +480,99 @@ def receipt_rules(account: Account) -> ReceiptRules:
 
 @dataclass
 class _Arrived:
-    conn: SmppConnection
+    conn: SmppConnection | None  # None: read from the database, the SMS process answered it
     pdu: Pdu
     at: float
+    where: str = "the check's receiver bind"
+
+
+# The test MT is not in provider_msg_id, so its receipt matches nothing: it waits in the
+# inbox once tried (attempts > 0), then is kept as unmatched (or invalid, without an id).
+# Receipts of the account's traffic, matched at once, are not read.
+STORED_INBOX = """
+SELECT i.id, i.pdu FROM mid.inbox i JOIN mid.external_account a ON a.id = i.account_id
+WHERE a.internal_name = %s AND i.kind = 'receipt' AND i.received_at >= %s AND i.attempts > 0
+  AND NOT (i.id = ANY(%s))
+ORDER BY i.id LIMIT 1000
+"""
+STORED_RECEIPTS = """
+SELECT r.id, r.text FROM mid.receipt r JOIN mid.external_account a ON a.id = r.account_id
+WHERE a.internal_name = %s AND r.received_at >= %s AND r.result IN ('unmatched', 'invalid')
+  AND r.id > %s
+ORDER BY r.id LIMIT 1000
+"""
+
+
+class _Stored:
+    """Receipts of the account that the running SMS process stored, read only.
+
+    `open` takes the database's clock as the start; `related` returns the new receipts
+    (inbox rows as received; handled rows as their text) whose ids name the test MT.
+    A database error ends the look-up (`problem` says why); it never raises.
+    """
+
+    def __init__(self, dsn: str, account: str) -> None:
+        self.dsn = dsn
+        self.account = account
+        self.conn: psycopg.AsyncConnection | None = None
+        self.since: Any = None
+        self.inbox_seen: list[int] = []
+        self.last_receipt = 0
+        self.problem: str | None = None
+
+    async def open(self) -> None:
+        try:
+            self.conn = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, connect_timeout=5, application_name="account-test"
+            )
+            cursor = await self.conn.execute("SELECT now() - interval '2 seconds'")
+            row = await cursor.fetchone()
+            self.since = row[0] if row else None
+        except (psycopg.Error, OSError) as error:
+            self.problem = f"cannot read the database: {type(error).__name__}"
+            await self.close()
+
+    async def related(self, ack_raw: str, rules: ReceiptRules, now: float) -> list[_Arrived]:
+        if self.conn is None:
+            return []
+        found: list[_Arrived] = []
+        try:
+            cursor = await self.conn.execute(
+                STORED_INBOX, (self.account, self.since, self.inbox_seen)
+            )
+            for row_id, data in await cursor.fetchall():
+                self.inbox_seen.append(row_id)
+                try:
+                    pdu = codec.decode(bytes(data))
+                except RemoteProtocolError:
+                    continue
+                found.append(_Arrived(None, pdu, now, "mid.inbox (the SMS process's bind)"))
+            cursor = await self.conn.execute(
+                STORED_RECEIPTS, (self.account, self.since, self.last_receipt)
+            )
+            for row_id, text in await cursor.fetchall():
+                self.last_receipt = row_id
+                pdu = DeliverSm(esm_class=0x04, short_message=text.encode("utf-8", "replace"))
+                found.append(_Arrived(None, pdu, now, "mid.receipt (handled by the SMS process)"))
+        except psycopg.Error as error:
+            self.problem = f"reading the database failed: {type(error).__name__}"
+            await self.close()
+            return []
+        exact: list[_Arrived] = []
+        related: list[_Arrived] = []
+        for item in found:
+            ids = _receipt_ids(item.pdu, rules)
+            if ack_raw in ids:
+                exact.append(item)
+            elif any(ids_related(ack_raw, i) for i in ids):
+                related.append(item)
+        return exact + related  # an id written as the MT-ack id first
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                await self.conn.close()
+            self.conn = None
 
 
 class _Probe(BaseHandler):
@@ -441,6 +584,7 @@ class _Probe(BaseHandler):
         self.held: list[_Arrived] = []  # receipts not yet known to be ours or not
         self.arrived = asyncio.Event()
         self.ack_id: str | None = None
+        self.spent: tuple[str, ...] = ()
         self.ours: list[_Arrived] = []
         self.others: list[str] = []  # ids of receipts (and MOs) handed back to the SMSC
         self._rules: ReceiptRules | None = None
@@ -471,9 +615,10 @@ class _Probe(BaseHandler):
         self.held.append(_Arrived(conn, pdu, self._loop.time()))
         self._sort()
 
-    def know(self, ack_id: str, rules: ReceiptRules) -> None:
-        """The test MT's id is known: sort the receipts held so far."""
-        self.ack_id, self._rules = ack_id, rules
+    def know(self, ack_id: str, rules: ReceiptRules, spent: Sequence[str] = ()) -> None:
+        """The test MT's id is known: sort the receipts held so far. Receipts of `spent`
+        test MTs (ids that could not tell hex from decimal) are acknowledged and dropped."""
+        self.ack_id, self._rules, self.spent = ack_id, rules, tuple(spent)
         self._sort()
 
     def _sort(self) -> None:
@@ -481,19 +626,24 @@ class _Probe(BaseHandler):
             return
         held, self.held = self.held, []
         for item in held:
+            conn = item.conn
+            assert conn is not None  # the probe's receipts all came over its binds
             ids = _receipt_ids(item.pdu, self._rules)
             if any(ids_related(self.ack_id, i) for i in ids):
-                item.conn.respond(item.pdu.make_resp())
+                conn.respond(item.pdu.make_resp())
                 self.ours.append(item)
                 self.arrived.set()
+            elif any(i in self.spent for i in ids):
+                conn.respond(item.pdu.make_resp())  # an earlier test MT's: done with
             else:
                 self.others.append(", ".join(ids) or "no id")
-                item.conn.respond(item.pdu.make_resp(command_status=CommandStatus.ESME_RX_T_APPN))
+                conn.respond(item.pdu.make_resp(command_status=CommandStatus.ESME_RX_T_APPN))
 
     def release(self) -> None:
         """Hand back what is still held (the SMSC delivers it again)."""
         for item in self.held:
-            item.conn.respond(item.pdu.make_resp(command_status=CommandStatus.ESME_RX_T_APPN))
+            if item.conn is not None:
+                item.conn.respond(item.pdu.make_resp(command_status=CommandStatus.ESME_RX_T_APPN))
         self.held = []
 
 
@@ -527,8 +677,17 @@ async def run_check(
     wait: float = DEFAULT_WAIT,
     on_step: StepCallback | None = None,
     on_note: NoteCallback | None = None,
+    slots: TestSlots | None = None,
+    database_dsn: str | None = None,
 ) -> Report:
-    """Bind, send one MT, wait for its receipt and read it; every step into the report."""
+    """Bind, send one MT, wait for its receipt and read it; every step into the report.
+
+    With `database_dsn`, the receipt is also looked for where the SMS process stores it.
+
+    With `slots` (the account has max_binds and a database), every test bind on the
+    account's login first takes a bind slot: the check never exceeds the contract, and
+    when the running services hold every slot it says so instead of binding.
+    """
     report = Report(account.name, to)
 
     def add(step: Step) -> Step:
@@ -573,7 +732,6 @@ async def run_check(
         return report
 
     # --- binds ---------------------------------------------------------------------------
-    probe = _Probe()
     if account.connection.mode is Mode.TRX:
         wanted = [("transceiver", bind_settings(account, BindKind.TRANSCEIVER), "connection")]
     else:
@@ -582,6 +740,45 @@ async def run_check(
             ("transmitter", bind_settings(account, BindKind.TRANSMITTER), "connection"),
             ("receiver", receiver_settings(account), rx_prefix),
         ]
+    if slots is not None:
+        login = (account.connection.server, account.connection.port, account.connection.system_id)
+        counted = sum((s.host, s.port, s.system_id) == login for _, s, _ in wanted)
+        try:
+            refused = await slots.take(counted)
+        except psycopg.Error as error:
+            refused = f"the database that holds the bind slots is unreachable: {error}"
+        if refused is not None:
+            fixes = [
+                "run the check while the MTA (or the SMS process) is stopped",
+                "throughput.max_binds, if the contract allows more binds",
+            ]
+            add(Step("bind slots", FAIL, refused, fixes=fixes))
+            return report
+        add(Step("bind slots", PASS, f"{counted} of max_binds {account.throughput.max_binds}"))
+    try:
+        return await _bind_and_check(
+            report, add, note, account, rules, current, wanted, pdus, encoded, wait, database_dsn
+        )
+    finally:
+        if slots is not None:
+            await slots.release()
+
+
+async def _bind_and_check(
+    report: Report,
+    add: Callable[[Step], Step],
+    note: NoteCallback,
+    account: Account,
+    rules: ReceiptRules,
+    current: tuple[IdFormat, IdFormat],
+    wanted: list[tuple[str, BindSettings, str]],
+    pdus: Any,
+    encoded: Any,
+    wait: float,
+    database_dsn: str | None = None,
+) -> Report:
+    """Open the test binds, then send and read (run_check's second half)."""
+    probe = _Probe()
     note("binding " + " and ".join(kind for kind, _, _ in wanted) + " ...")
     results = await asyncio.gather(
         *(connect(settings, probe) for _, settings, _ in wanted), return_exceptions=True
@@ -608,7 +805,18 @@ async def run_check(
         if failed:
             return report
         await _send_and_read(
-            report, add, note, account, rules, current, probe, conns, pdus, encoded, wait
+            report,
+            add,
+            note,
+            account,
+            rules,
+            current,
+            probe,
+            conns,
+            pdus,
+            encoded,
+            wait,
+            database_dsn,
         )
         return report
     finally:
@@ -657,6 +865,33 @@ async def _send_and_read(
     pdus: tuple[Pdu, ...],
     encoded: Any,
     wait: float,
+    database_dsn: str | None = None,
+) -> None:
+    stored = _Stored(database_dsn, account.name) if database_dsn else None
+    if stored is not None:
+        await stored.open()  # before the MT: its clock marks where to look from
+    try:
+        await _send_and_wait(
+            report, add, note, account, rules, current, probe, conns, pdus, encoded, wait, stored
+        )
+    finally:
+        if stored is not None:
+            await stored.close()
+
+
+async def _send_and_wait(
+    report: Report,
+    add: Callable[[Step], Step],
+    note: NoteCallback,
+    account: Account,
+    rules: ReceiptRules,
+    current: tuple[IdFormat, IdFormat],
+    probe: _Probe,
+    conns: list[SmppConnection],
+    pdus: tuple[Pdu, ...],
+    encoded: Any,
+    wait: float,
+    stored: _Stored | None,
 ) -> None:
     smsc = account.smsc
     loop = asyncio.get_running_loop()
@@ -669,41 +904,59 @@ async def _send_and_read(
         ("parts", str(len(pdus))),
         ("registered_delivery", str(pdus[0].registered_delivery)),
     ]
-    answers = [probe.expect(index) for index in range(len(pdus))]
-    sent_at = loop.time()
-    for index, pdu in enumerate(pdus):
-        sender.submit(pdu, index)
-    try:
-        resp = await answers[0]
-        for other in answers[1:]:
-            await other
-    except (TimeoutError, ConnectionError) as error:
-        add(
-            Step(
-                "submit",
-                FAIL,
-                f"no submit_sm_resp ({error}) within throughput.mt_timeout "
-                f"({account.throughput.mt_timeout:g} s)",
-                details,
-                ["ask the provider why the MT gets no answer; check throughput.mt_timeout"],
+    acks: list[str] = []
+    while True:  # one test MT; more while its id cannot tell hex from decimal ids apart
+        base = len(acks) * len(pdus)
+        answers = [probe.expect(base + index) for index in range(len(pdus))]
+        sent_at = loop.time()
+        for index, pdu in enumerate(pdus):
+            sender.submit(pdu, base + index)
+        try:
+            resp = await answers[0]
+            for other in answers[1:]:
+                await other
+        except (TimeoutError, ConnectionError) as error:
+            add(
+                Step(
+                    "submit",
+                    FAIL,
+                    f"no submit_sm_resp ({error}) within throughput.mt_timeout "
+                    f"({account.throughput.mt_timeout:g} s)",
+                    details,
+                    ["ask the provider why the MT gets no answer; check throughput.mt_timeout"],
+                )
             )
-        )
-        return
-    bad = [a.result() for a in answers if a.result().command_status != 0]
-    if bad:
-        status = bad[0].command_status
-        add(
-            Step(
-                "submit",
-                FAIL,
-                f"the SMSC refused the MT: {status_name(status)} (0x{status:08X})",
-                details,
-                [f"check {fix}" for fix in submit_advice(status)],
+            return
+        bad = [a.result() for a in answers if a.result().command_status != 0]
+        if bad:
+            status = bad[0].command_status
+            add(
+                Step(
+                    "submit",
+                    FAIL,
+                    f"the SMSC refused the MT: {status_name(status)} (0x{status:08X})",
+                    details,
+                    [f"check {fix}" for fix in submit_advice(status)],
+                )
             )
+            return
+        acks.append(resp.message_id)
+        if len(acks) >= MAX_TEST_MTS or not hex_or_decimal_alike(resp.message_id):
+            break
+        note(
+            f"message_id {resp.message_id!r} reads the same in decimal and hex: "
+            "another test MT, to tell them apart"
         )
-        return
-    ack_raw = resp.message_id
+    ack_raw = acks[-1]
     details.append(("answered in", f"{(loop.time() - sent_at) * 1000:.0f} ms"))
+    if len(acks) > 1:
+        details.append(
+            (
+                "test MTs",
+                f"{len(acks)}: message ids {', '.join(map(repr, acks[:-1]))} read the same in "
+                "decimal and hex, so the check sent MTs until one told them apart",
+            )
+        )
     add(Step("submit", PASS, "submit_sm accepted (ESME_ROK)", details))
 
     # --- MT-ack id ----------------------------------------------------------------------
@@ -718,17 +971,22 @@ async def _send_and_read(
     except ValueError as error:
         ack_id = None
         add(Step("MT-ack id", FAIL, str(error), ack_details, ["see the id match step"]))
-    probe.know(ack_raw, rules)
+    probe.know(ack_raw, rules, spent=acks[:-1])
 
     # --- the receipt ----------------------------------------------------------------------
     note(f"waiting up to {wait:g} s for the receipt of {ack_raw!r} ...")
     deadline = loop.time() + wait
     chosen: tuple[_Arrived, Receipt] | None = None
     intermediate: list[Receipt] = []
-    seen = 0
+    candidates: list[_Arrived] = []  # ours: from the check's bind or the SMS process's store
+    taken = seen = 0
     while chosen is None:
-        while seen < len(probe.ours):
-            item = probe.ours[seen]
+        candidates.extend(probe.ours[taken:])
+        taken = len(probe.ours)
+        if stored is not None:
+            candidates.extend(await stored.related(ack_raw, rules, loop.time()))
+        while seen < len(candidates):
+            item = candidates[seen]
             seen += 1
             receipt = interpret(_short_message(item.pdu), item.pdu.tlvs, rules)
             if receipt.outcome is Outcome.INTERMEDIATE:
@@ -744,10 +1002,12 @@ async def _send_and_read(
         if left <= 0:
             break
         probe.arrived.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(probe.arrived.wait(), left)
+        if len(probe.ours) > taken:
+            continue  # arrived while the database was read
+        with contextlib.suppress(TimeoutError):  # the database is read twice a second
+            await asyncio.wait_for(probe.arrived.wait(), left if stored is None else min(left, 0.5))
     if chosen is None and intermediate:
-        last = probe.ours[-1]
+        last = candidates[-1]
         chosen = (last, interpret(_short_message(last.pdu), last.pdu.tlvs, rules))
     if chosen is None:
         fixes = [
@@ -768,6 +1028,8 @@ async def _send_and_read(
                 "if one of those is the test's receipt, the provider's receipt id is not "
                 "related to its submit_sm_resp id: ask the provider which id receipts carry",
             )
+        if stored is not None and stored.problem:
+            extra.append(("SMS process's receipts", f"not looked at: {stored.problem}"))
         add(Step("receipt", FAIL, summary, extra, fixes))
         return
 
@@ -777,13 +1039,25 @@ async def _send_and_read(
     state = pdu.tlv(0x0427)
     rec_details = [
         ("arrived after", f"{item.at - sent_at:.1f} s"),
+        ("found in", item.where),
         ("text", receipt.text),
         ("receipted_message_id", repr(tlv_id) if tlv_id is not None else "(absent)"),
         ("message_state", str(state) if state is not None else "(absent)"),
     ]
-    add(Step("receipt", PASS, "receipt received", rec_details))
+    summary = "receipt received"
+    if item.conn is None:
+        summary = f"receipt received by the running SMS process, read from {item.where}"
+        rec_details.append(
+            (
+                "note",
+                "the SMS process finds no MT for it (the check's MT is not recorded) and "
+                "keeps it as unmatched after sms_process.receipt_match_wait",
+            )
+        )
+    add(Step("receipt", PASS, summary, rec_details))
 
     _id_steps(add, account, rules, current, pdu, receipt, ack_raw, ack_id, tlv_id)
+    _agreement_step(add, rules, current, pdu, receipt, tlv_id)
     _stat_step(add, rules, receipt, intermediate, wait)
     _echo_step(add, encoded, receipt)
 
@@ -819,11 +1093,17 @@ def _id_steps(
             details.append(("suggested", suggestion))
             if receipt.id_source is IdSource.RECEIPTED_MESSAGE_ID:
                 details.append(("fallback", f"receipted_message_id {receipt.raw_id!r}"))
+            longer = (
+                f" (the id, {len(target)} characters, is longer than the 10 alphanumerics "
+                "the default sr_id_regex takes)"
+                if len(target) > 10
+                else ""
+            )
             add(
                 Step(
                     "SR id",
                     FAIL,
-                    "sr_id_regex found no id in the receipt text, which carries one",
+                    f"sr_id_regex found no id in the receipt text, which carries one{longer}",
                     details,
                     [f"set smsc.sr_id_regex: {_yaml_quote(suggestion)}"],
                 )
@@ -857,7 +1137,27 @@ def _id_steps(
     else:
         details.append(("captured", repr(sr_raw)))
         details.append(("sr_id_format", smsc.sr_id_format.value))
-        if by_regex.provider_id is not None:
+        whole = whole_id(by_regex.text, sr_raw)
+        if whole is not None:
+            details.append(("whole id", repr(whole)))
+            suggestion = suggest_id_regex(short_message, pdu.tlvs, rules, whole)
+            fix = (
+                f"set smsc.sr_id_regex: {_yaml_quote(suggestion)}"
+                if suggestion is not None
+                else f"smsc.sr_id_regex: make its capture group take the whole id {whole!r}"
+            )
+            add(
+                Step(
+                    "SR id",
+                    FAIL,
+                    f"sr_id_regex cuts the id: it captured {sr_raw!r} of {whole!r} "
+                    f"({len(whole)} characters; the default takes up to 10 alphanumerics "
+                    "and stops at punctuation)",
+                    details,
+                    [fix],
+                )
+            )
+        elif by_regex.provider_id is not None:
             details.append(("SR id", repr(by_regex.provider_id)))
             add(Step("SR id", PASS, f"sr_id_regex captured {sr_raw!r}", details))
         else:
@@ -939,6 +1239,50 @@ def _id_steps(
             FAIL,
             "no pair of id formats makes the two ids equal",
             match_details,
+            fixes,
+        )
+    )
+
+
+def _agreement_step(
+    add: Callable[[Step], Step],
+    rules: ReceiptRules,
+    current: tuple[IdFormat, IdFormat],
+    pdu: Pdu,
+    receipt: Receipt,
+    tlv_id: str | None,
+) -> None:
+    """Does the text id agree with receipted_message_id once formatted, as the SMS process
+    reads them? When they disagree it goes by the TLV and counts each such receipt."""
+    if tlv_id is None or not tlv_id.strip():
+        return
+    by_regex = interpret(_short_message(pdu), _without_receipted(pdu.tlvs, rules), rules)
+    text_raw = by_regex.raw_id
+    if text_raw is None:
+        return  # no text id: the SR id step says so
+    name = "text id vs receipted_message_id"
+    details = [
+        ("text id", f"{text_raw!r} -> {_shown(by_regex.provider_id)}"),
+        ("receipted_message_id", f"{tlv_id!r} -> {_shown(_try_format(tlv_id, current[0]))}"),
+    ]
+    if receipt.overruled_text_id is None:
+        add(Step(name, PASS, "the text id and receipted_message_id agree", details))
+        return
+    if whole_id(by_regex.text, text_raw) is not None:
+        fixes = ["see the SR id step (sr_id_regex cuts the id)"]
+    else:
+        guesses = guess_id_formats(tlv_id, text_raw, current)
+        fixes = format_fixes(guesses[0], current) if guesses else []
+        if not fixes:
+            fixes = [id_disagreement_fix(receipt, rules)]
+    add(
+        Step(
+            name,
+            FAIL,
+            f"the text id {text_raw!r} and receipted_message_id {tlv_id!r} disagree with "
+            "these id formats: the SMS process goes by receipted_message_id, counts each "
+            "such receipt (smsmta_receipt_id_disagreements) and logs the first",
+            details,
             fixes,
         )
     )
@@ -1108,9 +1452,24 @@ def run_command(
         err.print(f"--to {to!r}: give a phone number (MSISDN), e.g. +33612345678", markup=False)
         return 2
     obs.configure_logging("account-test", "error", "console", cache=False)
+    slots = None
+    url = settings.database_url(cfg)
+    if account.throughput.max_binds and url:  # every test bind takes one of the slots
+        from smsmta.db.engine import libpq_dsn
+
+        slots = TestSlots(libpq_dsn(url), account, cfg.host_id, ttl=wait + 60.0)
+    database_dsn = None
+    if url:  # the receipt may reach the running SMS process's bind: look where it stores it
+        from smsmta.db.engine import libpq_dsn as to_dsn
+
+        database_dsn = to_dsn(url)
     out = Console(highlight=False, soft_wrap=True)
     if as_json:
-        report = uvloop.run(run_check(account, to.strip(), text=text, wait=wait))
+        report = uvloop.run(
+            run_check(
+                account, to.strip(), text=text, wait=wait, slots=slots, database_dsn=database_dsn
+            )
+        )
         json.dump(report.as_json(), sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
     else:
@@ -1122,7 +1481,16 @@ def run_command(
             out.print(f"  ... {message}", style="dim", markup=False)
 
         report = uvloop.run(
-            run_check(account, to.strip(), text=text, wait=wait, on_step=step, on_note=note)
+            run_check(
+                account,
+                to.strip(),
+                text=text,
+                wait=wait,
+                on_step=step,
+                on_note=note,
+                slots=slots,
+                database_dsn=database_dsn,
+            )
         )
         out.print(render_summary(report))
     return 0 if report.ok else 1

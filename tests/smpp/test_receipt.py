@@ -19,6 +19,7 @@ from smpp.receipt import (
     check_id_regex,
     check_stat_regex,
     format_id,
+    id_disagreement_fix,
     interpret,
     parse_annex_b,
     submit_error_log,
@@ -45,7 +46,8 @@ def receipt_text(
 
 def processed_text(short_message: str | bytes, tlvs=(), **options) -> str:
     rules = ReceiptRules.build("P", id_regex=WHOLE_TEXT, **options)
-    return interpret(short_message, tlvs, rules).provider_id or ""
+    receipt = interpret(short_message, tlvs, rules)  # the TLV overrules the whole text
+    return receipt.overruled_text_id or receipt.provider_id or ""
 
 
 DEFAULTS = ReceiptRules.build("ExampleProvider")
@@ -324,6 +326,12 @@ def test_parse_annex_b_never_raises(text):
         ("id:7f3a stat:DELIVRD err:000", "7f3a"),
         # short decimal ids and the field not first
         ("sub:001 id:42 stat:DELIVRD", "42"),
+        # spaces after the colon, an id ended by punctuation
+        ("id: 12345 sub:001 stat:DELIVRD err:000", "12345"),
+        ("id:  77 stat:DELIVRD", "77"),
+        ("id:abc123, stat:DELIVRD", "abc123"),
+        ("id:abc123;stat:DELIVRD", "abc123"),
+        ("stat:DELIVRD id:42.", "42"),
     ],
 )
 def test_default_id_regex_on_common_styles(short_message, expected):
@@ -352,11 +360,10 @@ def test_default_id_regex_refuses_to_truncate_a_long_id():
 
 def test_uuid_ids_need_a_custom_regex():
     text = receipt_text(id_=UUID).encode()
-    # The default takes whole tokens of up to 10: no id, rather than a wrong one
-    # ("05e3299e" would never match its MT).
+    # The default id ends at punctuation (SPEC section 4): "05e3299e", which names no MT;
+    # receipted_message_id, when present, overrules it (see the disagreement tests).
     default = interpret(text, (), DEFAULTS)
-    assert default.provider_id is None
-    assert default.id_source is IdSource.NONE
+    assert default.provider_id == UUID[:8]
     rules = ReceiptRules.build(
         "P", id_regex=r"(?i)\bid:([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})"
     )
@@ -482,6 +489,9 @@ def test_text_cut_is_case_insensitive_and_only_cuts_a_field_name():
         ("delivrd", Outcome.DELIVERED),
         ("UNDELIV", Outcome.FAILED),
         ("REJECTD", Outcome.FAILED),
+        ("REJECTED", Outcome.FAILED),
+        ("FAILED", Outcome.FAILED),
+        ("failed", Outcome.FAILED),
         ("EXPIRED", Outcome.FAILED),
         ("DELETED", Outcome.FAILED),
         ("UNKNOWN", Outcome.FAILED),
@@ -528,9 +538,60 @@ def test_receipted_message_id_is_the_fallback_and_the_source_is_reported():
     assert receipt.id_error is None
 
 
-def test_the_text_id_wins_over_receipted_message_id():
-    receipt = interpret(receipt_text(id_="111").encode(), [(0x001E, b"222\x00")], DEFAULTS)
+def test_the_text_id_is_kept_when_it_agrees_with_receipted_message_id():
+    receipt = interpret(receipt_text(id_="111").encode(), [(0x001E, b"111\x00")], DEFAULTS)
     assert (receipt.provider_id, receipt.id_source) == ("111", IdSource.REGEX)
+    assert receipt.overruled_text_id is None
+    # agreeing once formatted: hex MT-ack id in the TLV, decimal id in the text
+    rules = ReceiptRules.build(
+        "P", mt_ack_id_format=IdFormat.HEX_NUMBER, sr_id_format=IdFormat.DECIMAL
+    )
+    receipt = interpret(receipt_text(id_="1234").encode(), [(0x001E, b"4D2\x00")], rules)
+    assert (receipt.provider_id, receipt.id_source) == ("1234", IdSource.REGEX)
+    assert receipt.overruled_text_id is None
+
+
+def test_receipted_message_id_decides_when_the_two_ids_disagree():
+    # Hex submit ids, decimal text ids, default formats: the text id "1234" would name
+    # the message whose hex id is "1234", another one; the TLV names the right one.
+    receipt = interpret(receipt_text(id_="1234").encode(), [(0x001E, b"4D2\x00")], DEFAULTS)
+    assert (receipt.provider_id, receipt.id_source) == ("4D2", IdSource.RECEIPTED_MESSAGE_ID)
+    assert (receipt.raw_id, receipt.overruled_text_id) == ("4D2", "1234")
+    assert receipt.id_error is None
+    assert id_disagreement_fix(receipt, DEFAULTS) == (
+        "mt_ack_id_format: hex_number with sr_id_format: decimal would make the text id agree"
+    )
+    # the MT-ack id format already right: only the SR id format is named
+    rules = ReceiptRules.build("P", mt_ack_id_format=IdFormat.HEX_NUMBER)
+    receipt = interpret(receipt_text(id_="4d2").encode(), [(0x001E, b"4D2\x00")], rules)
+    assert (receipt.provider_id, receipt.overruled_text_id) == ("1234", "4d2")
+    assert id_disagreement_fix(receipt, rules) == (
+        "sr_id_format: hex_number would make the text id agree"
+    )
+
+
+def test_a_text_id_unreadable_in_the_sr_id_format_is_a_disagreement_too():
+    rules = ReceiptRules.build("P", sr_id_format=IdFormat.DECIMAL)
+    receipt = interpret(receipt_text(id_="12ab").encode(), [(0x001E, b"12ab\x00")], rules)
+    assert (receipt.provider_id, receipt.id_source) == ("12ab", IdSource.RECEIPTED_MESSAGE_ID)
+    assert receipt.overruled_text_id == "12ab"
+    assert id_disagreement_fix(receipt, rules) == (
+        "sr_id_format: as_is would make the text id agree"
+    )
+
+
+def test_a_cut_text_id_names_sr_id_regex():
+    text = receipt_text(id_=UUID).encode()
+    receipt = interpret(text, [(0x001E, (UUID + "\x00").encode())], DEFAULTS)
+    assert (receipt.provider_id, receipt.overruled_text_id) == (UUID, UUID[:8])
+    fix = id_disagreement_fix(receipt, DEFAULTS)
+    assert fix.startswith("sr_id_regex: ") and "cut" in fix
+
+
+def test_no_setting_reconciles_unrelated_ids():
+    receipt = interpret(receipt_text(id_="111").encode(), [(0x001E, b"222\x00")], DEFAULTS)
+    assert (receipt.provider_id, receipt.overruled_text_id) == ("222", "111")
+    assert id_disagreement_fix(receipt, DEFAULTS).startswith("no id format makes")
 
 
 def test_receipted_message_id_uses_the_mt_ack_id_format():
@@ -602,6 +663,29 @@ def test_text_stat_and_err_win_over_the_tlvs():
     tlvs = [(0x0427, b"\x05"), (0x0423, b"\x03\x00\x01")]
     receipt = interpret(receipt_text(stat="DELIVRD", err="000").encode(), tlvs, DEFAULTS)
     assert (receipt.stat, receipt.err, receipt.outcome) == ("DELIVRD", "000", Outcome.DELIVERED)
+
+
+def test_stat_and_err_from_the_text_field_when_that_option_is_on():
+    short_message = b"id:77 sub:001 dlvrd:000 Text:stat:UNDELIV err:034"
+    off = interpret(short_message, (), DEFAULTS)
+    assert (off.stat, off.err, off.outcome) == (None, None, Outcome.INTERMEDIATE)
+    rules = ReceiptRules.build("P", id_in_text_field=True)
+    on = interpret(short_message, (), rules)
+    assert (on.provider_id, on.stat, on.err, on.outcome) == ("77", "UNDELIV", "034", Outcome.FAILED)
+    assert on.log_key == "SR P UNDELIV 034|#MESSAGE#"
+    # the fields before Text: still win
+    both = interpret(b"id:77 stat:DELIVRD err:000 Text:stat:UNDELIV err:034", (), rules)
+    assert (both.stat, both.err) == ("DELIVRD", "000")
+
+
+def test_stat_and_err_from_text_tlvs_when_that_option_is_on():
+    tlvs = [(0x1401, b"stat:REJECTED err:012\x00"), (0x0427, b"\x02")]
+    off = interpret(b"id:5", tlvs, DEFAULTS)
+    assert (off.stat, off.err) == ("DELIVRD", None)  # message_state: the last resort
+    rules = ReceiptRules.build("P", id_in_optional_fields=True)
+    on = interpret(b"id:5", tlvs, rules)
+    assert (on.stat, on.err, on.outcome) == ("REJECTED", "012", Outcome.FAILED)
+    assert interpret(b"id:5 stat:DELIVRD", tlvs, rules).stat == "DELIVRD"
 
 
 def test_message_payload_carries_the_text_when_short_message_is_empty():

@@ -13,7 +13,9 @@ from itertools import count
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import URL
+from structlog.testing import capture_logs
 
 from mta.retry import RetryPolicy
 from smpp import codec
@@ -29,11 +31,19 @@ _ids = count(1)
 
 
 def receipt_row(
-    account_id: int, provider_id: str, stat: str = "DELIVRD", err: str = "000", age: float = 0
+    account_id: int,
+    provider_id: str,
+    stat: str = "DELIVRD",
+    err: str = "000",
+    age: float = 0,
+    receipted_message_id: str | None = None,
 ) -> InboxRow:
     text = f"id:{provider_id} sub:001 dlvrd:001 submit date:2611212300 done date:2611212300 "
     text += f"stat:{stat} err:{err} Text:Hello"
-    pdu = DeliverSm(source_addr="33600000001", esm_class=0x04, short_message=text.encode())
+    tlvs = () if receipted_message_id is None else ((0x001E, receipted_message_id),)
+    pdu = DeliverSm(
+        source_addr="33600000001", esm_class=0x04, short_message=text.encode(), tlvs=tlvs
+    )
     received = datetime.now(UTC) - timedelta(seconds=age)
     return InboxRow(next(_ids), account_id, codec.encode(pdu), received, 0)
 
@@ -271,3 +281,42 @@ async def test_concurrent_batches_take_turns_on_a_message(migrated_db_url: URL) 
     assert [result for _, _, result in await w.history(message)] == ["part", "applied"]
     assert await w.kpis() == (2, 0, 0)
     await second.conn.close()
+
+
+def disagreements(account: str) -> float:
+    value = REGISTRY.get_sample_value("smsmta_receipt_id_disagreements_total", {"account": account})
+    return value or 0.0
+
+
+async def test_hex_submit_ids_and_decimal_text_ids_land_on_their_own_message(
+    migrated_db_url: URL,
+) -> None:
+    # The provider answers submit_sm with hex ids and writes receipts' text ids in decimal;
+    # receipted_message_id carries the hex id. Default formats (as_is): the text id "10"
+    # is the hex id of message 16. The TLV decides; ids 1..9 read the same both ways.
+    w, config = await world(migrated_db_url)
+    r = reconciler(config, w.account_id)
+    messages = {n: await w.mt([f"{n:X}"]) for n in range(1, 130)}
+    stats = {n: "UNDELIV" if n % 3 == 0 else "DELIVRD" for n in messages}
+    before = disagreements("ops_sms")
+    with capture_logs() as logs:
+        for lo, hi in ((1, 65), (65, 130)):  # two batches, one log line for the account
+            rows = [
+                receipt_row(w.account_id, str(n), stats[n], receipted_message_id=f"{n:X}")
+                for n in range(lo, hi)
+            ]
+            await handle(w, r, *rows)
+    for n, broad_log_id in messages.items():
+        status = (await w.message(broad_log_id))[0]
+        assert status == ("failed" if stats[n] == "UNDELIV" else "delivered"), n
+        assert [row[2] for row in await w.history(broad_log_id)] == ["applied"], n
+    assert disagreements("ops_sms") - before == 120
+    said = [e for e in logs if e["event"] == "sms_process.receipt_id_disagreement"]
+    assert len(said) == 1, said
+    assert said[0]["account"] == "ops_sms"
+    assert said[0]["log_level"] == "warning"
+    assert said[0]["fix"] == (
+        "mt_ack_id_format: hex_number with sr_id_format: decimal would make the text id agree"
+    )
+    assert (said[0]["text_id"], said[0]["receipted_message_id"]) == ("10", "A")
+    await w.conn.close()

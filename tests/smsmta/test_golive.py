@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from smpp.aio import BindError, BindSettings, connect
 from smpp.constants import CommandStatus
 from smpp.pdu import SubmitSm
-from smpp.receipt import IdFormat, ReceiptRules
+from smpp.receipt import IdFormat, ReceiptRules, interpret
 from smpp.simulator import SimulatorConfig, Smsc
 from smsmta import golive
 from smsmta.cli import main
@@ -39,6 +39,7 @@ from smsmta.golive import (
     suggest_id_regex,
 )
 from smsmta.settings import Account
+from tests.sms_process.conftest import SmsHarness, sms, sms_config  # noqa: F401 (fixture)
 
 TO = "+33612345678"
 A, D, H, S = IdFormat.AS_IS, IdFormat.DECIMAL, IdFormat.HEX_NUMBER, IdFormat.HEX_STRING
@@ -117,6 +118,37 @@ def test_bind_advice_names_the_field() -> None:
     assert any("connection.tls" in fix for fix in fixes)
 
 
+def test_bind_fail_names_system_id_and_password_first() -> None:
+    # Many SMSCs answer ESME_RBINDFAIL to a wrong login, not only to too many binds.
+    settings = BindSettings(host="127.0.0.1", port=1, system_id="acme", name="x")
+    for prefix in ("connection", "receiver"):
+        _, fixes = bind_advice(BindError(CommandStatus.ESME_RBINDFAIL), prefix, settings)
+        assert fixes[0].startswith(f"{prefix}.system_id"), fixes
+        assert f"{prefix}.password" in fixes[0]
+        assert any("too many binds" in fix for fix in fixes[1:])
+
+
+def test_whole_id_finds_a_cut_id_and_ids_under_10_are_alike() -> None:
+    assert golive.whole_id("id:05e3299e-8d37-49d0 sub:001", "05e3299e") == "05e3299e-8d37-49d0"
+    assert golive.whole_id("id:0123456789abcdef stat:X", "0123456789") == "0123456789abcdef"
+    assert golive.whole_id("id:abc123, stat:DELIVRD", "abc123") is None
+    assert golive.whole_id("id: 42. stat:DELIVRD", "42") is None
+    assert all(golive.hex_or_decimal_alike(str(n)) for n in range(10))
+    assert golive.hex_or_decimal_alike("007")
+    assert not any(golive.hex_or_decimal_alike(i) for i in ("10", "A", "1f", ""))
+
+
+def test_suggest_id_regex_for_an_id_longer_than_10() -> None:
+    # 16 alphanumerics: the default regex takes none of it; the suggestion takes it whole
+    text = b"id:0123456789abcdef sub:001 dlvrd:001 stat:DELIVRD err:000 Text:x"
+    default = ReceiptRules.build("x")
+    assert interpret(text, (), default).provider_id is None
+    pattern = suggest_id_regex(text, ((0x001E, "0123456789abcdef"),), default, "0123456789abcdef")
+    assert pattern == r"(?i)\bid:([0-9a-f]+)"
+    fixed = ReceiptRules.build("x", id_regex=pattern)
+    assert interpret(text, (), fixed).provider_id == "0123456789abcdef"
+
+
 def test_suggest_id_regex_from_the_id_seen() -> None:
     rules = ReceiptRules.build("x", id_regex=r"msgid=(\d+)")
     text = b"id:0A1B2C sub:001 dlvrd:001 stat:DELIVRD err:000 Text:hello"
@@ -167,6 +199,7 @@ async def test_default_settings_pass() -> None:
         "receipt",
         "SR id",
         "id match",
+        "text id vs receipted_message_id",
         "stat",
         "encoding",
     ]
@@ -235,6 +268,47 @@ async def test_regex_that_finds_nothing_gets_a_suggestion() -> None:
     step = by_name(report)["SR id"]
     assert step.status == FAIL and not report.ok
     assert step.fixes == [r"set smsc.sr_id_regex: '(?i)\bid:([0-9]+)'"]
+
+
+async def test_ids_longer_than_10_name_sr_id_regex_with_a_working_suggestion() -> None:
+    async with Smsc(SimulatorConfig(port=0, seed=1, id_format="uuid")) as smsc:
+        report = await run_check(account(smsc.port), TO, wait=5)
+    steps = by_name(report)
+    step = steps["SR id"]
+    assert step.status == FAIL and not report.ok
+    assert "longer than" in step.summary or "cut" in step.summary, step.summary
+    assert len(step.fixes) == 1 and step.fixes[0].startswith("set smsc.sr_id_regex: ")
+    suggested = step.fixes[0].removeprefix("set smsc.sr_id_regex: ").strip("'")
+    uuid = by_name(report)["MT-ack id"].summary.split("'")[1]
+    receipt = f"id:{uuid} sub:001 dlvrd:001 stat:DELIVRD err:000 Text:x".encode()
+    read = interpret(receipt, (), ReceiptRules.build("x", id_regex=suggested))
+    assert read.provider_id == uuid  # the suggestion works, without the TLV
+    async with Smsc(SimulatorConfig(port=0, seed=1, id_format="uuid")) as smsc:
+        fixed = account(smsc.port, smsc={"sr_id_regex": suggested})
+        report = await run_check(fixed, TO, wait=5)
+    assert report.ok, [s.as_json() for s in report.steps if s.status != PASS]
+
+
+async def test_text_and_tlv_id_disagreement_is_reported() -> None:
+    # hex submit ids, decimal text ids, receipted_message_id in hex: the TLV decides, so
+    # the id matches; the check still names the formats that make the text id agree.
+    config = SimulatorConfig(port=0, seed=1, id_format="hex", receipt_text_id_decimal=True)
+    async with Smsc(config) as smsc:
+        await advance_ids(smsc.port, 10)
+        await advance_ids(smsc.port, 2)
+        report = await run_check(account(smsc.port), TO, wait=5)
+        steps = by_name(report)
+        assert steps["id match"].status == PASS
+        step = steps["text id vs receipted_message_id"]
+        assert step.status == FAIL and not report.ok
+        assert step.fixes == [
+            "set smsc.mt_ack_id_format: hex_number",
+            "set smsc.sr_id_format: decimal",
+        ]
+        formats = {"mt_ack_id_format": "hex_number", "sr_id_format": "decimal"}
+        report = await run_check(account(smsc.port, smsc=formats), TO, wait=5)
+    assert report.ok, [s.as_json() for s in report.steps if s.status != PASS]
+    assert by_name(report)["text id vs receipted_message_id"].status == PASS
 
 
 async def test_no_receipt_within_the_wait() -> None:
@@ -337,3 +411,46 @@ def test_bad_input_exits_2(tmp_path: Path) -> None:
 def test_help(argv: list[str]) -> None:
     result = CliRunner().invoke(main, argv)
     assert result.exit_code == 0 and "--to" in result.output
+
+
+# --- a live account: the SMS process is running ----------------------------------------------
+
+
+async def test_live_account_receipt_found_where_the_sms_process_stored_it(
+    sms: SmsHarness,  # noqa: F811 (the fixture imported above)
+) -> None:
+    # The SMS process binds its receiver first, so the simulator's round-robin hands the
+    # test's receipt to it, not to the check's receiver: the check reads it from mid.inbox.
+    async with Smsc(SimulatorConfig(port=0, seed=1)) as smsc:
+        await advance_ids(smsc.port, 10)  # ids past 9: one test MT is enough
+        path, config = sms.write_config(sms_config(smsc.port))
+        service = await sms.start_sms_process(path)
+
+        async def receiver_bound() -> bool:
+            return smsc.stats["binds_active"]["rx"] >= 1
+
+        await sms.until(receiver_bound, 20, "the SMS process's receiver bind", service)
+        report = await run_check(config.accounts[0], TO, wait=10, database_dsn=sms.dsn)
+        await service.stop()
+    steps = by_name(report)
+    assert report.ok, [s.as_json() for s in report.steps if s.status != PASS]
+    assert "running SMS process" in steps["receipt"].summary
+    assert dict(steps["receipt"].details)["found in"].startswith("mid.inbox")
+    assert steps["id match"].status == PASS
+
+
+async def test_ids_under_10_get_more_test_mts_until_hex_and_decimal_differ() -> None:
+    # A fresh counter: ids 1..9 read the same in decimal and hex, so a first MT could not
+    # show that this provider writes hex MT-ack ids and decimal text ids. The check sends
+    # test MTs until an id tells them apart ("A"), then names the formats.
+    config = SimulatorConfig(port=0, seed=1, id_format="hex", receipt_text_id_decimal=True)
+    async with Smsc(config) as smsc:
+        report = await run_check(account(smsc.port), TO, wait=5)
+        submitted = smsc.stats["submit_sm"]
+    steps = by_name(report)
+    assert steps["MT-ack id"].summary == "provider_msg_id 'A'"
+    assert dict(steps["submit"].details)["test MTs"].startswith("10:")
+    assert submitted == 10
+    step = steps["text id vs receipted_message_id"]
+    assert step.status == FAIL and not report.ok
+    assert step.fixes == ["set smsc.mt_ack_id_format: hex_number", "set smsc.sr_id_format: decimal"]
