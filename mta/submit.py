@@ -5,11 +5,15 @@ the text with the account's mapping and transliteration, splits it (UDH, or one
 message_payload PDU), and fills each submit_sm from the account's channel settings and
 the delivery's options:
 
-- source_addr: the delivery's From, else the account's source number, else its short
-  code; an address with letters goes as alphanumeric (TON 5, NPI 0);
+- source_addr: the delivery's From, else the account's source number; with neither, none
+  is sent (empty, TON/NPI 0: the provider puts its own; the short code is the preview's
+  and the blacklist's, never the sender's). An address with letters goes with the
+  account's alphanumeric TON/NPI (5/0 by default); one written `+<digits>` goes as its
+  digits with TON international / NPI ISDN: a `+` never goes out, as for destinations;
 - destination_addr: digits only, the `+` carried by TON/NPI, unless the account sends the
   full number as typed;
-- registered_delivery on the first part only (never for auto-replies);
+- registered_delivery on the first part only, or on every part when the SMS process
+  decides over all parts (`multipart_status: all_parts`); never for auto-replies;
 - validity_period as absolute UTC `YYMMDDhhmmss000+`; priority_flag; service_type;
 - TLVs: dest_addr_subunit for a transmission mode, the account's service-id TLV with the
   delivery's value, message_payload in payload mode, and user_message_reference (the low
@@ -25,7 +29,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from smpp.constants import EsmClass, Tag
+from smpp.constants import EsmClass, Npi, Tag, Ton
 from smpp.pdu import Pdu, SubmitSm
 from smpp.text import TextError, encode_message
 from smsmta.settings import Account
@@ -82,20 +86,33 @@ def validity_period(moment: datetime) -> str:
 class MtBuilder:
     """Builds the submit_sm PDUs of one account's messages."""
 
-    def __init__(self, account: Account) -> None:
+    def __init__(self, account: Account, *, receipt_on_every_part: bool = False) -> None:
         channel, smsc = account.channel, account.smsc
         self.mapping = tuple((rule.data_coding, rule.encoding) for rule in smsc.encoding_mapping)
         self.transliterate = channel.transliteration
         self.message_payload = smsc.message_payload
         self.full_number = smsc.send_full_phone_number
-        self.default_source = channel.source_number or channel.short_code
+        self.default_source = channel.source_number
         self.source_ton, self.source_npi = channel.source_ton, channel.source_npi
+        self.alphanumeric = (channel.alphanumeric_ton, channel.alphanumeric_npi)
+        self.every_part = receipt_on_every_part
         self.dest_ton, self.dest_npi = channel.dest_ton, channel.dest_npi
         self.service_type = channel.service_type
         self.service_id_tag = smsc.service_id_tlv_tag
 
     def destination(self, address: str) -> str:
         return address if self.full_number else _NOT_DIGITS.sub("", address)
+
+    def source(self, from_: str | None) -> tuple[str, int, int]:
+        """source_addr with its TON/NPI, for a delivery's From (None: the account's)."""
+        source = from_ or self.default_source
+        if not source:
+            return "", 0, 0  # none: the provider substitutes its own
+        if _LETTERS.search(source):
+            return (source, *self.alphanumeric)
+        if source.startswith("+"):
+            return source[1:], Ton.INTERNATIONAL, Npi.ISDN
+        return source, self.source_ton, self.source_npi
 
     def build(
         self, broad_log_id: int, address: str, text: str, options: DeliveryOptions
@@ -108,10 +125,7 @@ class MtBuilder:
             max_parts=options.max_parts if not self.message_payload else 255,
             reference=broad_log_id & 0xFF,
         )
-        source = options.source_addr or self.default_source
-        source_ton, source_npi = self.source_ton, self.source_npi
-        if _LETTERS.search(source):
-            source_ton, source_npi = 5, 0  # alphanumeric sender
+        source, source_ton, source_npi = self.source(options.source_addr)
         tlvs: list[tuple[int, object]] = [(Tag.user_message_reference, broad_log_id & 0xFFFF)]
         if options.transmission_mode is not None:
             tlvs.append((Tag.dest_addr_subunit, TRANSMISSION_SUBUNIT[options.transmission_mode]))
@@ -141,7 +155,7 @@ class MtBuilder:
             SubmitSm(
                 **common,
                 esm_class=esm_class,
-                registered_delivery=registered if index == 0 else 0,
+                registered_delivery=registered if index == 0 or self.every_part else 0,
                 short_message=part,
                 tlvs=tuple(tlvs),
             )

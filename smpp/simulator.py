@@ -63,6 +63,10 @@ Contract
       a connection's output is written once per read and once per drain. A 1 s
       housekeeping timer re-queues deliver_sm past `deliver_timeout_ms`.
     - Time: loop.time() for every delay and for the tps window; receipt dates are UTC.
+    - `record_pdus` N > 0 keeps the last N binds, submit_sm and data_sm as field dicts
+      (`Smsc.recorded`, ``GET /recorded``): every body field and TLV as received (octet
+      strings in hex, the bind's password masked), the status answered and the message id
+      given; so end-to-end tests can assert what went on the wire.
 
 Speed (2-vCPU AMD EPYC VM, CPython 3.11, uvloop, `run`'s GC thresholds; pre-encoded
 pipelined submit_sm written by a raw-socket client in another process, 300,000 of them):
@@ -251,6 +255,9 @@ class SimulatorConfig:
     #: Binds per system_id, all types together; 0 = no cap.
     max_binds: int = 0
     id_format: str = "decimal"
+    #: With id_format hex: receipts write the id in decimal in their text (receipted_message_id
+    #: keeps the hex id), as some providers do.
+    receipt_text_id_decimal: bool = False
     dlr_delay_ms: float = 0.0
     #: Share of accepted messages (0..1) whose receipt carries a failure stat.
     fail_rate: float = 0.0
@@ -284,6 +291,8 @@ class SimulatorConfig:
     message_store_size: int = 200_000
     #: Accepted submits remembered for `duplicates` (at least this many, at most 2x).
     duplicate_window: int = 1_000_000
+    #: Binds, submit_sm and data_sm kept as field dicts (the last this many; 0: none).
+    record_pdus: int = 0
 
     def __post_init__(self) -> None:
         if self.id_format not in ID_FORMATS:
@@ -291,7 +300,7 @@ class SimulatorConfig:
         _integer("port", self.port, 0, 65535)
         if self.control_port is not None:
             _integer("control_port", self.control_port, 0, 65535)
-        for name in ("max_binds", "max_window", "max_tps", "drop_after"):
+        for name in ("max_binds", "max_window", "max_tps", "drop_after", "record_pdus"):
             _integer(name, getattr(self, name), 0)
         for name in ("fail_rate", "submit_fail_rate"):
             _number(name, getattr(self, name), 0, 1)
@@ -614,6 +623,27 @@ def _address(address: str) -> tuple[int, int, str]:
 # --------------------------------------------------------------------------------------------
 
 
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, tuple):
+        return [_json_ready(item) for item in value]
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def recorded_pdu(pdu: Pdu, status: int) -> dict[str, Any]:
+    """A request as `record_pdus` keeps it: its fields by name, JSON-ready."""
+    fields = pdu.asdict()
+    tlvs = fields.pop("tlvs", ())
+    record: dict[str, Any] = {"pdu": pdu.COMMAND_ID.name.lower(), "status": status}
+    for name, value in fields.items():
+        if name in ("command_id", "command_status", "sequence_number"):
+            continue
+        record[name] = "********" if name == "password" else _json_ready(value)
+    record["tlvs"] = {f"0x{tag:04X}": _json_ready(value) for tag, value in tlvs}
+    return record
+
+
 class _Connection(asyncio.Protocol):
     """One ESME connection: a Session(Role.SMSC) between the socket and the `Smsc`."""
 
@@ -722,6 +752,8 @@ class _Connection(asyncio.Protocol):
         smsc = self.smsc
         kind = _BIND_KINDS[pdu.command_id]
         status, why = smsc._check_bind(pdu)
+        if smsc.config.record_pdus:
+            smsc.recorded.append(recorded_pdu(pdu, status))
         if status:
             smsc.counters.binds_refused += 1
             self.session.send(pdu.make_resp(command_status=status), now)
@@ -767,12 +799,17 @@ class _Connection(asyncio.Protocol):
         status = smsc._admit(self, pdu, now)
         if smsc.on_submit is not None:
             smsc.on_submit(pdu, now, status)
+        record = recorded_pdu(pdu, status) if config.record_pdus else None
+        if record is not None:
+            smsc.recorded.append(record)
         if status:
             by_status[status] += 1
             self.session.send(pdu.make_resp(command_status=status), now)
             return
         by_status[0] += 1
         message = smsc._accept_message(self, pdu, body, now)
+        if record is not None:
+            record["message_id"] = message.message_id
         if config.answer_nothing:
             smsc.counters.responses_withheld += 1
             return
@@ -884,6 +921,8 @@ class Smsc:
         self.counters = _Counters()
         #: Tests may watch every submit: called with (pdu, loop time, status answered).
         self.on_submit: Callable[[Pdu, float, int], None] | None = None
+        #: The last `record_pdus` binds and submits, as `recorded_pdu` makes them.
+        self.recorded: deque[dict[str, Any]] = deque(maxlen=self.config.record_pdus)
         seed = self.config.seed
         self._picker = OutcomePicker(self.config.fail_rate, self.config.dlr_failure_stats, seed)
         self._submit_random = random.Random(None if seed is None else f"{seed}/submit").random
@@ -1454,11 +1493,13 @@ class Smsc:
         """The Annex B receipt deliver_sm of `message`, in its state at its done time."""
         mt = message.pdu
         outcome = _CANCELLED if message.cancelled else self._outcomes[message.outcome]
-        message_id = message.message_id
+        message_id = text_id = message.message_id
+        if self.config.receipt_text_id_decimal and self.config.id_format == "hex":
+            text_id = str(int(message_id, 16))
         text = b"".join(
             (
                 b"id:",
-                message_id.encode("ascii"),
+                text_id.encode("ascii"),
                 outcome.dlvrd,  # " sub:001 dlvrd:00x submit date:"
                 self._date(message.submitted),
                 b" done date:",
@@ -1617,6 +1658,12 @@ def cli_command() -> click.Command:
         default=1_000_000,
         show_default=True,
         help="Accepted submits remembered to count duplicates (up to 2x).",
+    )
+    @click.option(
+        "--record-pdus",
+        default=0,
+        show_default=True,
+        help="Binds and submits kept field by field for GET /recorded (the last N; 0: none).",
     )
     def smsc_sim(extra_accounts: tuple[str, ...], dlr_failure_stats: str, **options: Any) -> None:
         """Run the SMSC simulator (SMPP 3.4) until SIGINT/SIGTERM."""

@@ -3,6 +3,7 @@
 What it does: serves one `smpp.simulator.Smsc` to test harnesses and operators.
 
 - ``GET /stats``: the counters (`Smsc.stats`), as JSON.
+- ``GET /recorded``: the binds and submits kept with `record_pdus` (oldest first).
 - ``GET /config``: the fields that can change at run time, with their values.
 - ``POST /config``: a JSON object of some of those fields (fail_rate, resp_delay_ms,
   max_tps, max_window, drop_after, dlr_delay_ms, submit_fail_rate, submit_fail_status,
@@ -54,6 +55,7 @@ _REASONS = {
 }
 _ALLOWED = {
     "/stats": ("GET",),
+    "/recorded": ("GET",),
     "/config": ("GET", "POST"),
     "/mo": ("POST",),
     "/drop_links": ("POST",),
@@ -153,12 +155,16 @@ def _route(smsc: Smsc, method: str, path: str, body: bytes) -> tuple[int, Any]:
     allowed = _ALLOWED.get(path)
     if allowed is None:
         raise _HttpError(
-            404, f"no such path {path[:80]!r}; try /stats, /config, /mo, /drop_links or /garbage"
+            404,
+            f"no such path {path[:80]!r}; "
+            "try /stats, /recorded, /config, /mo, /drop_links or /garbage",
         )
     if method not in allowed:
         return 405, {"error": f"{method} not allowed on {path}; use {', '.join(allowed)}"}
     if path == "/stats":
         return 200, smsc.stats
+    if path == "/recorded":
+        return 200, list(smsc.recorded)
     if path == "/config":
         if method == "GET":
             return 200, smsc.config.runtime()

@@ -47,6 +47,7 @@ from smpp.receipt import (
     check_id_regex,
     check_stat_regex,
 )
+from smsmta.numbers import check_country
 
 DATABASE_URL_ENV = "SMSMTA_DATABASE_URL"
 
@@ -175,6 +176,12 @@ class Channel(_Model):
     source_npi: Octet = 0
     dest_ton: Octet = 1
     dest_npi: Octet = 1
+    alphanumeric_ton: Octet = Field(
+        5, description="source TON of a From with letters (5 alphanumeric; some SMSCs want 0)"
+    )
+    alphanumeric_npi: Octet = Field(
+        0, description="source NPI of a From with letters (0 unknown; some SMSCs want 1)"
+    )
     service_type: str = Field("", max_length=5)
 
 
@@ -184,12 +191,17 @@ class Throughput(_Model):
         0, ge=0, description="cap for the whole account in any one-second span; 0 = unlimited"
     )
     max_binds: int = Field(
-        0, ge=0, description="cap on the account's binds across all children and hosts; 0 = none"
+        0,
+        ge=0,
+        description="cap on every bind of the account's login, all services and hosts (MTA "
+        "binds, the SMS process's receivers on the same login, the go-live check); 0 = none",
     )
     reconnect_delay: Seconds = 10.0
     mt_timeout: Seconds = 30.0
     bind_timeout: Seconds = 30.0
-    enquire_link_period: Seconds = 30.0
+    enquire_link_period: Seconds = Field(
+        60.0, description="enquire_link after this long idle; no answer in twice it: reconnect"
+    )
 
 
 class EncodingRule(_Model):
@@ -269,13 +281,22 @@ class Account(_Model):
     )
     label: str = ""
     enabled: bool = True
-    dedicated_process: bool = True
     connection: Connection
     receiver: Receiver | None = None
     channel: Channel = Channel()
     throughput: Throughput = Throughput()
     smsc: Smsc = Smsc()
     auto_replies: tuple[AutoReply, ...] = ()
+    default_country: str = Field(
+        "",
+        description="ISO 3166 alpha-2 country whose national numbers (leading 0, TON 2) "
+        "are read as subscriber numbers; empty: national numbers are refused",
+    )
+
+    @field_validator("default_country")
+    @classmethod
+    def _country(cls, value: str) -> str:
+        return check_country(value)
 
     @property
     def receiver_settings(self) -> Receiver:
@@ -494,6 +515,16 @@ class MarketingAccount(_Model):
     verify_tls: bool = True
     ca_file: Path | None = Field(None, description="CA bundle of the mid server's certificate")
     timeout: Seconds = Field(30.0, description="one HTTP request to the mid server")
+    default_country: str = Field(
+        "",
+        description="ISO 3166 alpha-2 country of the national numbers of imported CSV "
+        "files (leading 0); empty: national numbers are refused",
+    )
+
+    @field_validator("default_country")
+    @classmethod
+    def _country(cls, value: str) -> str:
+        return check_country(value)
 
 
 class TransmissionModeName(StrEnum):
@@ -510,7 +541,7 @@ class DeliveryTemplate(_Model):
     label: str = ""
     account: str = Field(min_length=1, description="the marketing external account routing it")
     source_addr: str | None = Field(
-        None, min_length=1, max_length=21, description="From; absent: the mid account's number"
+        None, min_length=1, max_length=20, description="From; absent: the mid account's number"
     )
     max_parts: int = Field(5, ge=1, le=255, description="max SMS per message")
     transmission_mode: TransmissionModeName | None = Field(
@@ -686,6 +717,14 @@ def _locate(document: Any, loc: Sequence[int | str]) -> tuple[int | None, str | 
     return line, account
 
 
+# fields an Adobe-minded operator may write that smsmta does not have, and why
+RETIRED_FIELDS = {
+    "dedicated_process": "smsmta always sends through its own processes (MTA children "
+    "send, the SMS process reconciles receipts: Adobe's 'send through a dedicated process', "
+    "always on); remove it",
+}
+
+
 def _issues_from_validation(name: str, document: Any, error: ValidationError) -> list[ConfigIssue]:
     issues = []
     for item in error.errors(include_url=False, include_input=False):
@@ -698,11 +737,23 @@ def _issues_from_validation(name: str, document: Any, error: ValidationError) ->
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field"
+            if loc and loc[-1] in RETIRED_FIELDS:
+                message = f"unknown field: {RETIRED_FIELDS[str(loc[-1])]}"
         elif item["type"] in ("union_tag_invalid", "union_tag_not_found"):
             field, message = "kind", "'kind:' must be 'mid' or 'marketing'"
             line = _locate(document, ["kind"])[0] or 1
         issues.append(ConfigIssue(name, line, account, field, message))
     return issues
+
+
+def receivers_on_login(account: Account) -> int:
+    """Receiver binds of the account on its transmitter's login (smsmta.binds reserves
+    them): TRX none (the MTA's transceivers receive); a receiver on another login none."""
+    if account.connection.mode is not Mode.TX_RX:
+        return 0
+    c, r = account.connection, account.receiver_settings
+    same = (c.server, c.port, c.system_id) == (r.server, r.port, r.system_id)
+    return c.connections if same else 0
 
 
 def _cross_checks(
@@ -733,6 +784,17 @@ def _cross_checks(
             yield ConfigIssue(name, line, account.name, "name", message)
         if not account.enabled:
             continue
+        receivers = receivers_on_login(account)
+        max_binds = account.throughput.max_binds
+        if max_binds and max_binds <= receivers:
+            line, _ = _locate(document, ["accounts", index, "throughput", "max_binds"])
+            message = (
+                f"{max_binds} leaves the MTA no bind: the SMS process's {receivers} receiver "
+                f"bind(s) (connection.connections, mode tx_rx, receiver on the same login) "
+                f"count against it; set at least {receivers + 1}, or give the receiver "
+                f"its own login"
+            )
+            yield ConfigIssue(name, line, account.name, "throughput.max_binds", message)
         binds = [("connection", account.connection)]
         if account.receiver is not None:
             binds.append(("receiver", account.receiver))

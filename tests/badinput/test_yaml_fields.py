@@ -34,7 +34,6 @@ ACCOUNT = {
     "marketing_account": "a",
     "label": "A",
     "enabled": True,
-    "dedicated_process": True,
     "connection": {
         "mode": "tx_rx", "smsc_name": "Sim", "server": "127.0.0.1", "port": 2775,
         "system_id": "a", "password": "secret", "system_type": "", "connections": 1,
@@ -47,7 +46,8 @@ ACCOUNT = {
     "channel": {
         "transliteration": True, "store_mo": True, "realtime_kpi": True,
         "source_number": "+33600000000", "short_code": "38000", "source_ton": 1,
-        "source_npi": 1, "dest_ton": 1, "dest_npi": 1, "service_type": "",
+        "source_npi": 1, "dest_ton": 1, "dest_npi": 1, "alphanumeric_ton": 5,
+        "alphanumeric_npi": 0, "service_type": "",
     },
     "throughput": {
         "window": 10, "max_mt_per_second": 100, "max_binds": 0, "reconnect_delay": 10,
@@ -288,6 +288,8 @@ def test_an_account_with_an_empty_name_is_identified_by_its_position(
         (("accounts", 1, "smsc", "sr_id_regex"), "id:(a)(b)", "capture group"),
         (("accounts", 1, "throughput", "window"), "ten", "valid integer"),
         (("mid", "port"), 70000, "less than or equal to 65535"),
+        # Adobe's "send through a dedicated process": not a setting here, and said why
+        (("accounts", 1, "dedicated_process"), True, "unknown field: smsmta always sends"),
     ],
 )
 def test_config_check_prints_each_problem_on_one_line_and_exits_2(
