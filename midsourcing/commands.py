@@ -363,7 +363,7 @@ def delivery_preview(
     try:
         template = find_template(cfg, template_name)
         if recipients:
-            parsed = read_csv(recipients, text)
+            parsed = read_csv(recipients, text, cfg.account(template.account).default_country)
             texts = [row.text for row in parsed.rows[:count]]
             who = [f"row {row.line} ({row.mobile})" for row in parsed.rows[:count]]
             if not texts:
@@ -499,7 +499,7 @@ def delivery_list(limit: int, config_path: str) -> None:
         rows = _run(fetch(dsn))
     table = Table(title=f"{len(rows)} deliver{'y' if len(rows) == 1 else 'ies'}")
     columns = ("id", "label", "template", "state", "total", "to send", "sent", "delivered")
-    for column in (*columns, "failed hard", "failed soft", "cancelled", "created"):
+    for column in (*columns, "failed hard", "failed soft", "cancelled", "no receipt", "created"):
         table.add_column(column)
     for r in rows:
         table.add_row(
@@ -514,6 +514,7 @@ def delivery_list(limit: int, config_path: str) -> None:
             str(r["failed_hard"]),
             str(r["failed_soft"]),
             str(r["cancelled"]),
+            str(r["no_receipt"]),
             r["created_at"].isoformat(timespec="seconds"),
         )
     Console(width=200).print(table)
@@ -563,6 +564,7 @@ def delivery_status_command(delivery_id: int, as_json: bool, config_path: str) -
         ("failed_hard", "failed (hard)"),
         ("failed_soft", "failed (soft)"),
         ("cancelled", "cancelled"),
+        ("no_receipt", "no receipt (validity over)"),
         ("processed", "processed"),
         ("rejected", "rejected at import"),
     ):

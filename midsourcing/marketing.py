@@ -15,7 +15,11 @@ The push loop sends each `pushing` delivery: create it on the mid server (idempo
 the marketing delivery id), then chunks of `push_chunk_size` messages in id order; the
 mid server acknowledges a chunk only after committing it, and `push_cursor` advances only
 after that acknowledgement, so a chunk whose answer was lost is pushed again and the mid
-server skips what it already has: nothing lost, nothing doubled. When every chunk is in,
+server skips what it already has: nothing lost, nothing doubled. A chunk whose rows
+with numbers the mid server cannot canonicalise were refused (422 `rejected_numbers`, the
+rest queued) counts as pushed: those messages become `failed_hard` with the reason
+(`REFUSED` prefix) in the same transaction as the cursor, and are left out of the count
+`complete` checks. When every chunk is in,
 `complete` makes the mid server check the count; a mismatch rewinds the cursor to 0.
 Failures back off exponentially (`retry_initial` .. `retry_max`) per delivery; a refusal
 (4xx: unknown account, rights) backs off at `retry_max` and is kept in `push_error`.
@@ -44,7 +48,7 @@ from typing import Any
 import psycopg
 import structlog
 
-from midsourcing.client import MidClient, MidError
+from midsourcing.client import MidClient, MidError, RejectedNumbers
 from midsourcing.recipients import Recipients, read_csv
 from midsourcing.schemas import DeliveryCreate, Message, SmsOptions, TransmissionMode
 from smsmta import obs
@@ -59,7 +63,13 @@ MID_TO_MARKETING = {
     "sent": "sent",
     "delivered": "delivered",
     "cancelled": "cancelled",
+    "no_receipt": "no_receipt",
 }
+
+
+REFUSED = "refused by the mid server: "
+"""failure_reason prefix of a message whose number the mid server could not canonicalise
+at the push (it never reached the queue, so the complete count leaves it out)."""
 
 
 class MarketingError(ValueError):
@@ -168,7 +178,8 @@ async def create_delivery(
 ) -> Created:
     """Create a delivery from a CSV file; rows with errors are left out (see `recipients`)."""
     template = find_template(config, template_name)
-    recipients = read_csv(csv_path, text)
+    country = config.account(template.account).default_country
+    recipients = read_csv(csv_path, text, country)
     if not recipients.rows:
         raise MarketingError(
             f"no valid recipient in {csv_path}: "
@@ -223,7 +234,9 @@ async def create_delivery(
 
 # --- reading deliveries ---------------------------------------------------------------------
 
-KPI_COLUMNS = ("to_send", "sent", "delivered", "failed_hard", "failed_soft", "cancelled")
+KPI_COLUMNS = (
+    "to_send", "sent", "delivered", "failed_hard", "failed_soft", "cancelled", "no_receipt",
+)  # fmt: skip
 RECOUNT_AFTER = 10.0  # see Service._kpis
 
 
@@ -231,7 +244,7 @@ async def list_deliveries(conn: psycopg.AsyncConnection, limit: int = 50) -> lis
     cursor = await conn.execute(
         "SELECT d.id, d.label, t.internal_name, t.external_account, d.state::text, d.total, "
         "d.rejected, d.mid_delivery_id, d.to_send, d.sent, d.delivered, d.failed_hard, "
-        "d.failed_soft, d.cancelled, d.created_at, d.push_error "
+        "d.failed_soft, d.cancelled, d.no_receipt, d.created_at, d.push_error "
         "FROM marketing.delivery d JOIN marketing.delivery_template t ON t.id = d.template_id "
         "ORDER BY d.id DESC LIMIT %s",
         (limit,),
@@ -247,7 +260,8 @@ async def delivery_status(conn: psycopg.AsyncConnection, delivery_id: int) -> di
     cursor = await conn.execute(
         "SELECT d.id, d.label, t.internal_name, t.external_account, d.state::text, d.total, "
         "d.rejected, d.mid_delivery_id, d.mid_state, d.to_send, d.sent, d.delivered, "
-        "d.failed_hard, d.failed_soft, d.cancelled, d.push_cursor, d.push_error, d.pushed_at, "
+        "d.failed_hard, d.failed_soft, d.cancelled, d.no_receipt, d.push_cursor, d.push_error, "
+        "d.pushed_at, "
         "d.last_pull_at, d.created_at "
         "FROM marketing.delivery d JOIN marketing.delivery_template t ON t.id = d.template_id "
         "WHERE d.id = %s",
@@ -262,7 +276,9 @@ async def delivery_status(conn: psycopg.AsyncConnection, delivery_id: int) -> di
         "created_at",
     )  # fmt: skip
     status = dict(zip(names, row, strict=True))
-    status["processed"] = sum(status[k] for k in ("delivered", "failed_hard", "failed_soft"))
+    status["processed"] = sum(
+        status[k] for k in ("delivered", "failed_hard", "failed_soft", "no_receipt")
+    )
     errors = await conn.execute(
         "SELECT error, failure_type, count FROM marketing.delivery_error WHERE delivery_id = %s "
         "ORDER BY count DESC, error",
@@ -295,14 +311,16 @@ async def delivery_account(
 RECOMPUTE_KPIS = """
 UPDATE marketing.delivery d SET
     to_send = k.to_send, sent = k.sent, delivered = k.delivered, failed_hard = k.failed_hard,
-    failed_soft = k.failed_soft, cancelled = k.cancelled, updated_at = now()
+    failed_soft = k.failed_soft, cancelled = k.cancelled, no_receipt = k.no_receipt,
+    updated_at = now()
 FROM (
     SELECT count(*) FILTER (WHERE status = 'to_send') AS to_send,
            count(*) FILTER (WHERE status = 'sent') AS sent,
            count(*) FILTER (WHERE status = 'delivered') AS delivered,
            count(*) FILTER (WHERE status = 'failed_hard') AS failed_hard,
            count(*) FILTER (WHERE status = 'failed_soft') AS failed_soft,
-           count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+           count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+           count(*) FILTER (WHERE status = 'no_receipt') AS no_receipt
     FROM marketing.delivery_message WHERE delivery_id = %(id)s
 ) k
 WHERE d.id = %(id)s
@@ -498,13 +516,27 @@ class Service:
                 ]
                 if not messages:
                     break
-                result = await client.push(mid_id, messages)
+                refused: dict[int, str] = {}
+                try:
+                    result = await client.push(mid_id, messages)
+                except RejectedNumbers as exc:  # the rest of the chunk is queued
+                    result, refused = exc.result, exc.refused
                 push_cursor = messages[-1].id
-                await conn.execute(
-                    "UPDATE marketing.delivery SET push_cursor = %s, push_attempts = 0, "
-                    "push_error = NULL, next_push_at = NULL, updated_at = now() WHERE id = %s",
-                    (push_cursor, delivery_id),
-                )
+                async with conn.transaction():
+                    if refused:
+                        await conn.execute(
+                            "UPDATE marketing.delivery_message m SET status = 'failed_hard', "
+                            "failure_reason = %s || v.reason, updated_at = now() "
+                            "FROM unnest(%s::bigint[], %s::text[]) AS v(id, reason) "
+                            "WHERE m.id = v.id AND m.delivery_id = %s",
+                            (REFUSED, list(refused), list(refused.values()), delivery_id),
+                        )
+                    await conn.execute(
+                        "UPDATE marketing.delivery SET push_cursor = %s, push_attempts = 0, "
+                        "push_error = NULL, next_push_at = NULL, updated_at = now() "
+                        "WHERE id = %s",
+                        (push_cursor, delivery_id),
+                    )
                 chunks += 1
                 obs.MKT_PUSHED_CHUNKS.labels(account, "accepted").inc()
                 obs.MKT_PUSHED_MESSAGES.labels(account).inc(result.received)
@@ -515,11 +547,18 @@ class Service:
                     messages=result.received,
                     duplicates=result.duplicates,
                     queued=result.total,
+                    refused=len(refused),
                 )
             if self.stopping.is_set():
                 return chunks
+            cursor = await conn.execute(
+                "SELECT count(*) FROM marketing.delivery_message WHERE delivery_id = %s "
+                "AND status = 'failed_hard' AND starts_with(failure_reason, %s)",
+                (delivery_id, REFUSED),
+            )
+            queued = total - int((await cursor.fetchone() or (0,))[0])
             try:
-                info = await client.complete(mid_id, total)
+                info = await client.complete(mid_id, queued)
             except MidError as exc:
                 if exc.error == "incomplete_push":
                     log.warning("mid server misses messages: pushing again", delivery=delivery_id)

@@ -2,14 +2,19 @@
 
 Shared by the server (midsourcing.api validates requests with them and publishes them in
 its OpenAPI document) and the client (midsourcing.client builds requests with them), so
-the two cannot drift. Every constraint of SPEC section 6 is here: From at most 21
-characters, 1..255 SMS per message, the four transmission modes, priority 0..3,
-service_type at most 5 characters. Touches nothing.
+the two cannot drift. Every constraint of SPEC section 6 is here: From at most 20
+characters (SMPP's source_addr is 21 octets with its NUL; the template setting, the
+preview and the MTA's submit_sm builder agree), 1..255 SMS per message, the four
+transmission modes, priority 0..3, service_type at most 5 characters.
+
+A recipient's `to` is only checked here for its length (at most 32 characters): whether
+it is a phone number depends on the account's default country, so the push puts each
+one in the canonical form (smsmta.numbers) and refuses the rows that cannot be, alone,
+keeping the rest of the chunk. Touches nothing.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
@@ -21,15 +26,12 @@ MAX_CHUNK = 10_000
 MAX_TEXT = 39_015
 """Characters of one message: 255 concatenated GSM7 parts of 153 (the protocol ceiling)."""
 MAX_PREVIEW_TEXTS = 20
+MAX_FROM = 20
+"""Characters of a From (source_addr): SMPP 3.4's 21 octets less the terminating NUL."""
+MAX_ADDRESS = 32
+"""Characters of a recipient number as written (spaces, dots, a '+' or '00' allowed)."""
 
-_ADDRESS = re.compile(r"^\+?[0-9]{3,20}$")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
-
-
-def _address(value: str) -> str:
-    if not _ADDRESS.match(value):
-        raise ValueError("a mobile number is 3 to 20 digits, optionally after a '+'")
-    return value
 
 
 def _text(value: str) -> str:
@@ -40,7 +42,9 @@ def _text(value: str) -> str:
     return value
 
 
-Address = Annotated[str, Field(min_length=3, max_length=21), AfterValidator(_address)]
+# only a length here: the push canonicalises each number with the account's default
+# country and refuses, alone, a row whose number cannot be (smsmta.numbers)
+Address = Annotated[str, Field(min_length=1, max_length=MAX_ADDRESS)]
 MessageText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_text)]
 InternalName = Annotated[str, Field(min_length=1, max_length=64, pattern=_NAME)]
 
@@ -73,13 +77,17 @@ class MessageStatus(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    NO_RECEIPT = "no_receipt"  # acknowledged, no receipt by the end of the validity period
 
 
 class SmsOptions(_Document):
     """The SMS options of a delivery (SPEC section 6)."""
 
     source_addr: str | None = Field(
-        None, min_length=1, max_length=21, description="From; absent: the account's number"
+        None,
+        min_length=1,
+        max_length=MAX_FROM,
+        description="From (at most 20 characters); absent: the account's number",
     )
     max_parts: int = Field(5, ge=1, le=255, description="max SMS per message")
     transmission_mode: TransmissionMode | None = None
@@ -166,10 +174,15 @@ class Counters(_Document):
     failed_hard: int
     failed_soft: int
     cancelled: int
+    no_receipt: int = Field(
+        0, description="acknowledged by the SMSC, no receipt by the end of the validity period"
+    )
 
     @property
     def processed(self) -> int:
-        return self.delivered + self.failed_hard + self.failed_soft + self.cancelled
+        return (
+            self.delivered + self.failed_hard + self.failed_soft + self.cancelled + self.no_receipt
+        )
 
 
 class DeliveryInfo(_Document):
@@ -288,3 +301,8 @@ class Problem(_Document):
     error: str
     message: str
     errors: list[dict[str, object]] = Field(default_factory=list)
+    chunk: ChunkResult | None = Field(
+        None,
+        description="a push whose rows were refused (error 'rejected_numbers'): what the "
+        "rest of the chunk did; those rows are queued",
+    )

@@ -10,7 +10,9 @@ Contract:
   marketing_message_id) DO NOTHING (smsmta.enqueue.enqueue_idempotent): a chunk pushed
   again never duplicates. Chunks of one delivery are queued one after the other: the
   enqueue UPDATEs the delivery row (to_send), and with only a share lock taken first two
-  chunks each held it and waited for the other to upgrade it, a deadlock.
+  chunks each held it and waited for the other to upgrade it, a deadlock. The numbers
+  come in the canonical form (midsourcing.api puts them in it and refuses, alone, the
+  rows that cannot be), so the queue holds the form the blacklists compare.
 - The status pull returns the messages whose status changed after a cursor, in
   (status_xid, id) order, where status_xid is the id of the transaction that last changed
   the row (trigger mid.broad_log_status_changed). Only changes of transactions older than
@@ -49,7 +51,7 @@ from midsourcing.schemas import (
 from smsmta.enqueue import DeliverySpec, create_delivery, enqueue_idempotent
 
 _CURSOR = re.compile(r"^(\d{1,19})\.(\d{1,19})$")
-FINAL = ("delivered", "failed", "cancelled")
+FINAL = ("delivered", "failed", "cancelled", "no_receipt")
 
 
 class Conflict(Exception):
@@ -279,7 +281,17 @@ _counted: dict[int, tuple[float, float, Counters]] = {}  # delivery -> (at, reus
 async def counters(conn: psycopg.AsyncConnection, delivery_id: int) -> Counters:
     cursor = await conn.execute(_COUNTERS, (delivery_id,))
     by = dict.fromkeys(
-        ("pending", "sending", "sent", "delivered", "failed_hard", "failed_soft", "cancelled"), 0
+        (
+            "pending",
+            "sending",
+            "sent",
+            "delivered",
+            "failed_hard",
+            "failed_soft",
+            "cancelled",
+            "no_receipt",
+        ),
+        0,
     )
     total = 0
     for status, failure_type, count in await cursor.fetchall():

@@ -75,6 +75,17 @@ BINDS_UP = Gauge(
     ["account", "kind"],
     multiprocess_mode="livesum",
 )
+BINDS_REFUSED = Counter(
+    "smsmta_binds_refused",
+    "binds the SMSC refused, by command_status name (smsmta.binds.BindWatch)",
+    ["account", "reason"],
+)
+BINDS_LAST_REFUSED = Gauge(
+    "smsmta_binds_last_refused_timestamp_seconds",
+    "when a bind of the account was last refused with this status (Unix time)",
+    ["account", "reason"],
+    multiprocess_mode="max",
+)
 RECONNECTS = Counter("smsmta_reconnects", "binds lost or refused, then retried", ["account"])
 QUEUE_DEPTH = Gauge(
     "smsmta_queue_depth", "pending messages due now", ["account"], multiprocess_mode="max"
@@ -224,6 +235,12 @@ SP_RECEIPTS_UNMATCHED = Counter(
     "receipts kept as unmatched (no MT within the match wait, or no readable id)",
     ["account"],
 )
+SP_RECEIPT_ID_DISAGREEMENTS = Counter(
+    "smsmta_receipt_id_disagreements",
+    "receipts whose text id disagreed with receipted_message_id once formatted "
+    "(the TLV decided): an id-format or sr_id_regex setting to fix, see the log",
+    ["account"],
+)
 SP_RECEIPTS_WAITING = Gauge(
     "smsmta_receipts_waiting", "receipts in the inbox waiting for their MT to be recorded"
 )
@@ -238,7 +255,10 @@ SP_INBOX_BACKLOG = Gauge(
 )
 SP_MO = Counter("smsmta_mo", "incoming messages (whole, after reassembly)", ["account"])
 SP_AUTO_REPLIES = Counter(
-    "smsmta_auto_replies", "auto-replies to MOs, by result (sent, failed)", ["account", "result"]
+    "smsmta_auto_replies",
+    "auto-replies to MOs, by result: queued (SMS process, into the outbox), sent or failed "
+    "(MTA, on its binds)",
+    ["account", "result"],
 )
 SP_BLACKLIST_CHANGES = Counter(
     "smsmta_blacklist_changes",
@@ -246,6 +266,11 @@ SP_BLACKLIST_CHANGES = Counter(
     ["account", "action"],
 )
 SP_PURGED = Counter("smsmta_purged_rows", "rows deleted by the retention purge", ["table"])
+SP_NO_RECEIPT = Counter(
+    "smsmta_no_receipt_messages",
+    "messages made final without a receipt: still sent past validity + receipt_match_wait",
+    ["account"],
+)
 
 
 # --- midsourcing (the mid API, midsourcing.api; the marketing service, midsourcing.marketing)

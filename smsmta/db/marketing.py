@@ -43,6 +43,7 @@ class MarketingMessageStatus(enum.StrEnum):
     FAILED_HARD = "failed_hard"
     FAILED_SOFT = "failed_soft"  # soft failure that exhausted its retries
     CANCELLED = "cancelled"
+    NO_RECEIPT = "no_receipt"  # acknowledged by the SMSC, no receipt within its validity
 
 
 class Recipient(MarketingBase):
@@ -107,6 +108,7 @@ class MarketingDelivery(MarketingBase):
     failed_hard: Mapped[int] = mapped_column(Integer, server_default="0")
     failed_soft: Mapped[int] = mapped_column(Integer, server_default="0")
     cancelled: Mapped[int] = mapped_column(Integer, server_default="0")
+    no_receipt: Mapped[int] = mapped_column(Integer, server_default="0")
     pushed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_pull_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at_column()

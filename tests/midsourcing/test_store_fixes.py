@@ -171,3 +171,33 @@ async def test_finished_delivery_acknowledges_its_last_page(
         assert await service.pull_once(conn) == 0  # done: not pulled any more
     finally:
         await service.aclose()
+
+
+async def test_messages_without_a_receipt_reach_the_marketing_side_as_no_receipt(
+    mid_server: MidServer, conn: psycopg.AsyncConnection, tmp_path: Path
+) -> None:
+    """A message the SMS process ended as no_receipt (sms_process.expiry) is final: pulled
+    with its own status, counted in the marketing KPIs, and the delivery ends done."""
+    csv = tmp_path / "r.csv"
+    csv.write_text("mobile\n" + "\n".join(f"+3372{i:07d}" for i in range(10)) + "\n")
+    config = marketing_config(mid_server.url)
+    delivery = (await create_delivery(conn, config, "promo", csv, "Hello")).delivery_id
+    service = Service(config, mid_server.dsn)
+    try:
+        assert await service.push_once(conn) == 1
+        mid_id = (await delivery_status(conn, delivery))["mid_delivery_id"]
+        mid_server.query(
+            "UPDATE mid.broad_log SET status = CASE WHEN marketing_message_id %% 2 = 0 "
+            "THEN 'delivered' ELSE 'no_receipt' END::mid.message_status, final_at = now() "
+            "WHERE delivery_id = %s",
+            mid_id,
+        )
+        assert await service.pull_once(conn) == 10
+        status = await delivery_status(conn, delivery)
+        assert (status["state"], status["delivered"], status["no_receipt"]) == ("done", 5, 5)
+        assert status["processed"] == 10 and status["sent"] == 0
+        with mid_server.client() as client:
+            counters = client.get(f"/api/v1/deliveries/{mid_id}").json()["counters"]
+        assert (counters["no_receipt"], counters["sent"]) == (5, 0)
+    finally:
+        await service.aclose()

@@ -26,9 +26,12 @@ def engine_for(url: URL) -> Engine:
     return create_engine(url, poolclass=pool.NullPool)
 
 
+MID_HEAD, MARKETING_HEAD = "mid_0008", "marketing_0003"
+
+
 def test_one_head_per_branch() -> None:
-    assert migrate.heads("mid") == ("mid_0005",)
-    assert migrate.heads("marketing") == ("marketing_0002",)
+    assert migrate.heads("mid") == (MID_HEAD,)
+    assert migrate.heads("marketing") == (MARKETING_HEAD,)
 
 
 def add_a_row_to_every_table(url: URL) -> None:
@@ -92,6 +95,16 @@ def add_a_row_to_every_table(url: URL) -> None:
             [
                 db.RateShare(account_id=account.id, owner="h:1:0", share=50.0),
                 db.BindSlot(account_id=account.id, slot=0, owner="h:1:0"),
+                db.ReplyOutbox(
+                    account_id=account.id,
+                    source_addr="38000",
+                    source_ton=0,
+                    source_npi=0,
+                    destination_addr="33600000001",
+                    dest_ton=1,
+                    dest_npi=1,
+                    text="Bye.",
+                ),
                 db.DeliverySync(delivery_id=delivery.id, pushed_total=1),
                 db.OperatorToken(
                     token_hash="0" * 64,
@@ -186,7 +199,7 @@ def test_models_and_migrations_agree(migrated_db_url: URL) -> None:
 
 def test_sides_can_live_in_separate_databases(fresh_db_url: URL, pg_server_url: URL) -> None:
     migrate.upgrade(fresh_db_url, "marketing")
-    assert migrate.current(fresh_db_url, "marketing") == ("marketing_0002",)
+    assert migrate.current(fresh_db_url, "marketing") == (MARKETING_HEAD,)
     assert migrate.current(fresh_db_url, "mid") == ()
     engine = engine_for(fresh_db_url)
     with engine.connect() as connection:
@@ -210,15 +223,16 @@ def test_db_upgrade_command_against_a_url(fresh_db_url: URL) -> None:
     env = {k: v for k, v in os.environ.items() if k != DATABASE_URL_ENV}
     result = cli("db", "upgrade", "--url", url, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["mid: at mid_0005", "marketing: at marketing_0002"]
+    assert result.stdout.splitlines() == [f"mid: at {MID_HEAD}", f"marketing: at {MARKETING_HEAD}"]
 
-    result = cli("db", "downgrade", "--side", "marketing", env={**env, DATABASE_URL_ENV: url})
+    down = {**env, DATABASE_URL_ENV: url}
+    result = cli("db", "downgrade", "--side", "marketing", "--revision", "marketing_0001", env=down)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["marketing: at marketing_0001"]
     result = cli("db", "current", env={**env, DATABASE_URL_ENV: url})
     assert result.stdout.splitlines() == [
-        "mid: at mid_0005 (up to date)",
-        "marketing: at marketing_0001 (head is marketing_0002)",
+        f"mid: at {MID_HEAD} (up to date)",
+        f"marketing: at marketing_0001 (head is {MARKETING_HEAD})",
     ]
 
 
@@ -229,13 +243,13 @@ def test_db_upgrade_command_against_the_embedded_default() -> None:
     env[EMBEDDED_DIR_ENV] = str(data_dir)
     result = cli("db", "upgrade", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["mid: at mid_0005", "marketing: at marketing_0002"]
+    assert result.stdout.splitlines() == [f"mid: at {MID_HEAD}", f"marketing: at {MARKETING_HEAD}"]
     # the data outlives the server: a second start finds the schemas migrated
     result = cli("db", "current", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "mid: at mid_0005 (up to date)",
-        "marketing: at marketing_0002 (up to date)",
+        f"mid: at {MID_HEAD} (up to date)",
+        f"marketing: at {MARKETING_HEAD} (up to date)",
     ]
     assert (data_dir / "PG_VERSION").exists()
 
