@@ -10,8 +10,11 @@ operator without the right, 404 for a delivery that is not this operator's, 409 
 action the delivery's state forbids, 413 for a body over `mid.max_body_bytes`, 422 for a
 request that is not valid (each error says where: `body.messages[42].to`) and for a push
 chunk with numbers that cannot be put in the canonical form (`rejected_numbers`: those rows
-alone are refused, the rest is queued), 503 when the database is unreachable. Every error
-body is a `Problem` ({error, message, errors}).
+alone are refused, the rest is queued), 503 when the database is unreachable or when
+`mid.max_body_bytes_in_flight` bytes of bodies are already being handled (Retry-After).
+State-changing requests take `application/json` only (415 otherwise) and refuse an
+`Origin` other than the API's own (403): see CrossSite. Every error body is a `Problem`
+({error, message, errors}). /docs and /redoc (CDN scripts) are off unless `mid.docs`.
 
 Authentication fails closed: an ASGI gate in front of the application authenticates
 every request to a route that is not in `PUBLIC_PATHS` (health, OpenAPI document, docs)
@@ -159,11 +162,28 @@ def _where(loc: tuple[int | str, ...] | list[int | str]) -> str:
 
 
 class Metrics:
-    """ASGI middleware: the body size limit, and requests counted by route template."""
+    """ASGI middleware: body limits, and requests counted by route template.
 
-    def __init__(self, app: Any, max_body_bytes: int) -> None:
+    A body over `max_body_bytes` gets 413. Bodies being received or handled are counted
+    in bytes (announced by Content-Length, else as they arrive): a request that would take
+    them over `max_body_bytes_in_flight` gets 503 with Retry-After at once, unless it is
+    alone, so that concurrent big pushes cannot add up in memory. The metric's labels
+    come from fixed sets (route template or 'unmatched', obs.mid_method_label, status).
+    """
+
+    def __init__(self, app: Any, max_body_bytes: int, max_body_bytes_in_flight: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_in_flight = max_body_bytes_in_flight
+        self.in_flight = 0  # one event loop: no lock needed
+
+    def _busy(self) -> ApiError:
+        return ApiError(
+            503,
+            "busy",
+            f"over {self.max_in_flight} bytes of request bodies are being handled: retry later",
+            {"Retry-After": "1"},
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -180,31 +200,116 @@ class Metrics:
 
         declared = dict(scope.get("headers") or []).get(b"content-length")
         try:
-            too_big = declared is not None and int(declared) > limit
+            length = int(declared) if declared is not None else 0
         except ValueError:
-            too_big = False
-        if too_big:
-            await _problem_response(
-                ApiError(413, "body_too_large", f"the request body is over {limit} bytes")
-            )(scope, receive, send_wrapper)
-        else:
-            received = {"bytes": 0}
+            length = 0
+        reserved = {"bytes": 0}
+        try:
+            if length > limit:
+                await _problem_response(
+                    ApiError(413, "body_too_large", f"the request body is over {limit} bytes")
+                )(scope, receive, send_wrapper)
+            elif length > 0 and self.in_flight > 0 and self.in_flight + length > self.max_in_flight:
+                await _problem_response(self._busy())(scope, receive, send_wrapper)
+            else:
+                reserved["bytes"] = max(length, 0)
+                self.in_flight += reserved["bytes"]
+                received = {"bytes": 0}
 
-            async def receive_limited() -> Message:
-                message = await receive()
-                if message["type"] == "http.request":
-                    received["bytes"] += len(message.get("body", b""))
-                    if received["bytes"] > limit:
-                        raise ApiError(
-                            413, "body_too_large", f"the request body is over {limit} bytes"
-                        )
-                return message
+                async def receive_limited() -> Message:
+                    message = await receive()
+                    if message["type"] == "http.request":
+                        received["bytes"] += len(message.get("body", b""))
+                        if received["bytes"] > limit:
+                            raise ApiError(
+                                413, "body_too_large", f"the request body is over {limit} bytes"
+                            )
+                        extra = received["bytes"] - reserved["bytes"]
+                        if extra > 0:  # no length announced (chunked), or a lie
+                            if self.in_flight > reserved["bytes"] and (
+                                self.in_flight + extra > self.max_in_flight
+                            ):
+                                raise self._busy()
+                            reserved["bytes"] += extra
+                            self.in_flight += extra
+                    return message
 
-            await self.app(scope, receive_limited, send_wrapper)
+                await self.app(scope, receive_limited, send_wrapper)
+        finally:
+            self.in_flight -= reserved["bytes"]
         route = scope.get("route")
         endpoint = getattr(route, "path", None) or "unmatched"
-        obs.MID_REQUESTS.labels(endpoint, scope.get("method", ""), str(status["code"])).inc()
+        method = obs.mid_method_label(scope.get("method", ""))
+        obs.MID_REQUESTS.labels(endpoint, method, str(status["code"])).inc()
         obs.MID_REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
+
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+"""Methods that may change state: JSON bodies only, and no foreign Origin."""
+
+
+class CrossSite:
+    """ASGI middleware: a web page cannot make a browser change state through the API.
+
+    A state-changing request (UNSAFE_METHODS) with an `Origin` other than the API's own
+    (the Host it was sent to) or one of `allowed_origins` gets 403 `foreign_origin`; one
+    with a body, or a Content-Type, that is not `application/json` gets 415
+    `unsupported_media_type` (an HTML form can only send form-encoded, multipart or
+    text/plain bodies, without asking the API first). Both before authentication, so
+    that nothing of the request is read. Clients outside a browser send no Origin.
+    """
+
+    def __init__(self, app: Any, allowed_origins: list[str]) -> None:
+        self.app = app
+        self.allowed = frozenset(origin.rstrip("/").lower() for origin in allowed_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in UNSAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        refused = self._refusal(headers)
+        if refused is not None:
+            log.info(
+                "request refused",
+                path=scope.get("path", ""),
+                status=refused.status,
+                error=refused.error,
+                detail=refused.message,
+            )
+            await _problem_response(refused)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, headers: Headers) -> ApiError | None:
+        origin = headers.get("origin")
+        if origin is not None:
+            wanted = origin.strip().rstrip("/").lower()
+            host = headers.get("host", "").strip().lower()
+            _scheme, sep, netloc = wanted.partition("://")
+            if wanted not in self.allowed and not (sep and host and netloc == host):
+                return ApiError(
+                    403,
+                    "foreign_origin",
+                    f"Origin {origin[:100]!r} may not change anything here: state-changing "
+                    "requests come from the API's own origin or mid.allowed_origins",
+                )
+        content_type = headers.get("content-type")
+        has_body = headers.get("content-length", "0").strip() not in ("", "0") or (
+            "transfer-encoding" in headers
+        )
+        if content_type is None and not has_body:
+            return None
+        media = (content_type or "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            return ApiError(
+                415,
+                "unsupported_media_type",
+                f"Content-Type {(content_type or '(none)')[:100]!r}: state-changing requests "
+                "take application/json only",
+                errors=[{"where": "header.content-type", "message": "not application/json"}],
+            )
+        return None
 
 
 def _unparsable_body(cause: BaseException) -> ApiError:
@@ -261,6 +366,17 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
     """The mid API application for one settings file and one database."""
     service = config.mid
     pool = Pool(dsn, service.db_pool_size)
+    passwords = auth.Authenticator(
+        pool.connection,
+        workers=service.password_check_workers,
+        queue=service.password_check_queue,
+        attempts_per_second=service.login_attempts_per_second,
+        attempts_burst=service.login_attempts_burst,
+        clients_tracked=service.login_clients_tracked,
+        free_failures=service.login_free_failures,
+        max_delay=service.login_max_delay,
+        base_delay=service.login_base_delay,
+    )
     accounts: dict[str, Account] = {account.name: account for account in config.accounts}
 
     @asynccontextmanager
@@ -276,6 +392,7 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await lag_task
             await pool.close()
+            passwords.close()
 
     async def measure_sync_lag() -> None:
         while True:
@@ -297,6 +414,9 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
         ),
         lifespan=lifespan,
         responses=PROBLEMS,
+        # Swagger UI and ReDoc load their scripts from a public CDN: off unless mid.docs
+        docs_url="/docs" if service.docs else None,
+        redoc_url="/redoc" if service.docs else None,
     )
 
     # --- errors -----------------------------------------------------------------------
@@ -366,13 +486,16 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
 
     Conn = Annotated[psycopg.AsyncConnection, Depends(connection)]
 
-    async def authenticate(header: str, conn: psycopg.AsyncConnection) -> auth.OperatorRecord:
-        """The operator an Authorization header names; ApiError 401 or 429 otherwise."""
+    async def authenticate(header: str, client: str | None) -> auth.OperatorRecord:
+        """The operator an Authorization header names; ApiError 401, 429 or 503 otherwise.
+
+        A database connection is held only for each short query, never during argon2."""
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         value = value.strip()
         if scheme == "bearer" and value:
-            operator = await auth.authenticate_token(conn, value)
+            async with pool.connection() as conn:
+                operator = await auth.authenticate_token(conn, value, service.token_max_lifetime)
             if operator is None:
                 obs.MID_AUTH_FAILURES.labels("bad_token").inc()
                 raise ApiError(401, "unauthorized", "invalid or expired token", CHALLENGE)
@@ -387,21 +510,19 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
                 obs.MID_AUTH_FAILURES.labels("bad_credentials").inc()
                 raise ApiError(401, "unauthorized", "malformed Basic credentials", CHALLENGE)
             try:
-                operator = await auth.authenticate_password(
-                    conn,
-                    login,
-                    password,
-                    free_failures=service.login_free_failures,
-                    max_delay=service.login_max_delay,
-                    base_delay=service.login_base_delay,
-                )
+                operator = await passwords.password(login, password, client)
             except auth.Throttled as exc:
                 obs.MID_AUTH_FAILURES.labels("throttled").inc()
                 raise ApiError(
                     429,
                     "too_many_failures",
-                    f"too many failed logins for this login: retry in {exc.retry_after:.0f} s",
+                    str(exc),
                     {"Retry-After": str(int(exc.retry_after + 0.999))},
+                ) from None
+            except auth.Busy as exc:
+                obs.MID_AUTH_FAILURES.labels("busy").inc()
+                raise ApiError(
+                    503, "busy", str(exc), {"Retry-After": str(int(exc.retry_after + 0.999))}
                 ) from None
             if operator is None:
                 obs.MID_AUTH_FAILURES.labels("bad_credentials").inc()
@@ -426,14 +547,14 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
 
     async def authenticated(
         request: Request,
-        conn: Conn,
         _basic: Annotated[Any, Depends(basic_scheme)] = None,
         _bearer: Annotated[Any, Depends(bearer_scheme)] = None,
     ) -> auth.OperatorRecord:
         known = request.scope.get(OPERATOR_SCOPE_KEY)
         if isinstance(known, auth.OperatorRecord):  # the gate authenticated the request
             return known
-        return await authenticate(request.headers.get("authorization", ""), conn)
+        client = request.client.host if request.client else None
+        return await authenticate(request.headers.get("authorization", ""), client)
 
     async def administrator(
         operator: Annotated[auth.OperatorRecord, Depends(authenticated)],
@@ -455,11 +576,15 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
                 await self.app(scope, receive, send)
                 return
             try:
-                async with pool.connection() as conn:
-                    operator = await authenticate(
-                        Headers(scope=scope).get("authorization", ""), conn
-                    )
-                scope[OPERATOR_SCOPE_KEY] = require_administration(operator)
+                client = scope.get("client")
+                operator = await authenticate(
+                    Headers(scope=scope).get("authorization", ""), client[0] if client else None
+                )
+                # MONITORING opens the status page alone (every account's, read only)
+                path = getattr(route, "path", None)
+                if not (path == "/status" and auth.MONITORING in operator.rights):
+                    require_administration(operator)
+                scope[OPERATOR_SCOPE_KEY] = operator
             except ApiError as exc:
                 scope["route"] = route  # the metrics' label: the route template
                 log.info(
@@ -533,9 +658,15 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
     # --- routes ---------------------------------------------------------------------------
 
     @app.get("/status", response_class=HTMLResponse, include_in_schema=False)
-    async def status_page(operator: Admin, conn: Conn) -> HTMLResponse:
-        """Accounts, binds, rates, queue and deliveries in progress; refreshes itself."""
-        data = await status.collect(conn, config)
+    async def status_page(
+        operator: Annotated[auth.OperatorRecord, Depends(authenticated)], conn: Conn
+    ) -> HTMLResponse:
+        """The operator's accounts, binds, rates, queue and deliveries in progress (every
+        operator's with MONITORING); refreshes itself."""
+        if auth.MONITORING in operator.rights:
+            data = await status.collect(conn, config, None)
+        else:
+            data = await status.collect(conn, config, require_administration(operator).login)
         return HTMLResponse(status.render(data, operator.login))
 
     @app.get("/healthz", include_in_schema=False)
@@ -544,9 +675,22 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
         return {"status": "ok"}
 
     @app.post("/api/v1/token", response_model=TokenResponse, tags=["authentication"])
-    async def token(operator: Admin, conn: Conn) -> TokenResponse:
-        """Exchange login and password (HTTP Basic) for a bearer token."""
-        value, expires_at = await auth.issue_token(conn, operator, service.token_ttl)
+    async def token(operator: Admin, conn: Conn, request: Request) -> TokenResponse:
+        """Exchange login and password (HTTP Basic) for a bearer token.
+
+        A token cannot renew itself: the password is asked again, and every token dies
+        `token_max_lifetime` after its issue at the latest."""
+        if request.headers.get("authorization", "").partition(" ")[0].lower() != "basic":
+            obs.MID_AUTH_FAILURES.labels("token_renewal").inc()
+            raise ApiError(
+                401,
+                "unauthorized",
+                "a token is given for the login and password (HTTP Basic), not for a token",
+                CHALLENGE,
+            )
+        value, expires_at = await auth.issue_token(
+            conn, operator, service.token_ttl, service.token_max_lifetime
+        )
         return TokenResponse(token=value, expires_at=expires_at)
 
     @app.get("/api/v1/connection", response_model=ConnectionResponse, tags=["authentication"])
@@ -730,5 +874,10 @@ def create_app(config: MidConfig, dsn: str) -> FastAPI:
         )
 
     app.add_middleware(Gate)
-    app.add_middleware(Metrics, max_body_bytes=service.max_body_bytes)
+    app.add_middleware(CrossSite, allowed_origins=service.allowed_origins)
+    app.add_middleware(
+        Metrics,
+        max_body_bytes=service.max_body_bytes,
+        max_body_bytes_in_flight=service.max_body_bytes_in_flight,
+    )
     return app

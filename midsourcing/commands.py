@@ -81,7 +81,12 @@ def mid_command(config_path: str) -> None:
     from smsmta.db.engine import database, libpq_dsn
 
     cfg = _load_mid(config_path)
-    obs.configure_logging("mid", cfg.logging.level, cfg.logging.format)
+    obs.configure_logging(
+        "mid",
+        cfg.logging.level,
+        cfg.logging.format,
+        show_personal_data=cfg.logging.show_personal_data,
+    )
     with database(settings.database_url(cfg), cfg.database.embedded_dir) as url:
         _require_schema(url, "mid")
         code = run(cfg, libpq_dsn(url))
@@ -96,7 +101,12 @@ def marketing_command(config_path: str) -> None:
     from smsmta import obs
 
     cfg = _load_marketing(config_path)
-    obs.configure_logging("marketing", cfg.logging.level, cfg.logging.format)
+    obs.configure_logging(
+        "marketing",
+        cfg.logging.level,
+        cfg.logging.format,
+        show_personal_data=cfg.logging.show_personal_data,
+    )
     with _marketing_dsn(cfg) as dsn:
         code = run(cfg, dsn)
     sys.exit(code)
@@ -164,7 +174,8 @@ def operator_group() -> None:
     multiple=True,
     default=("ADMINISTRATION",),
     show_default=True,
-    help="A named right; repeat for several.",
+    help="A named right; repeat for several. ADMINISTRATION: push deliveries and see the "
+    "status of its own accounts; MONITORING: see every operator's accounts on /status.",
 )
 @PASSWORD_STDIN
 @click.option("--no-password", is_flag=True, help="No password (the API will refuse it).")

@@ -9,12 +9,20 @@ shows (From, else the account's source number, else its short code). A From over
 characters never gets here: SmsOptions refuses it (422), as the template settings do and
 as the MTA's submit_sm builder would, so a preview that passes is a From that sends. The
 parts are counted against the protocol ceiling (255) so that a text over the delivery's
-limit still shows how many it would need. Touches nothing.
+limit still shows how many it would need. The answer is bounded: at most
+MAX_PREVIEW_DETAIL transliterated characters are listed one by one (the count says how
+many in all), so it stays about twice the request. Touches nothing.
 """
 
 from __future__ import annotations
 
-from midsourcing.schemas import PreviewCharacter, PreviewResponse, PreviewText, SmsOptions
+from midsourcing.schemas import (
+    MAX_PREVIEW_DETAIL,
+    PreviewCharacter,
+    PreviewResponse,
+    PreviewText,
+    SmsOptions,
+)
 from smpp.text import MAX_PARTS, TextError, UnencodableText, encode_message
 from smsmta.settings import Account
 
@@ -85,8 +93,9 @@ def preview_text(account: Account, options: SmsOptions, text: str) -> PreviewTex
         within_max_parts=within,
         transliterated=[
             PreviewCharacter(index=t.index, char=t.original, replacement=t.replacement)
-            for t in encoded.transliterated
+            for t in encoded.transliterated[:MAX_PREVIEW_DETAIL]
         ],
+        transliterated_count=len(encoded.transliterated),
         forced_by=PreviewCharacter(index=forced.index, char=forced.char, encoding=forced.encoding)
         if forced is not None
         else None,

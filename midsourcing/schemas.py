@@ -5,7 +5,10 @@ its OpenAPI document) and the client (midsourcing.client builds requests with th
 the two cannot drift. Every constraint of SPEC section 6 is here: From at most 20
 characters (SMPP's source_addr is 21 octets with its NUL; the template setting, the
 preview and the MTA's submit_sm builder agree), 1..255 SMS per message, the four
-transmission modes, priority 0..3, service_type at most 5 characters.
+transmission modes, priority 0..3, service_type at most 5 characters. What the database
+or a later answer would fail on is refused here with a 422 naming the field (issue 14): a
+`validity_end` offset beyond +/-14:00 or past 2099 once in UTC (it is stored in UTC), a
+control character or lone surrogate in `label` or `service_id`, a lone surrogate in a text.
 
 A recipient's `to` is only checked here for its length (at most 32 characters): whether
 it is a phone number depends on the account's default country, so the push puts each
@@ -15,7 +18,8 @@ keeping the rest of the chunk. Touches nothing.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import unicodedata
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
@@ -26,6 +30,9 @@ MAX_CHUNK = 10_000
 MAX_TEXT = 39_015
 """Characters of one message: 255 concatenated GSM7 parts of 153 (the protocol ceiling)."""
 MAX_PREVIEW_TEXTS = 20
+MAX_PREVIEW_DETAIL = 100
+"""Characters listed one by one in a preview answer (transliterated): the answer stays
+about twice the request, not thirty times (a 1.6 MB request once answered 50 MB)."""
 MAX_FROM = 20
 """Characters of a From (source_addr): SMPP 3.4's 21 octets less the terminating NUL."""
 MAX_ADDRESS = 32
@@ -37,10 +44,32 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 def _text(value: str) -> str:
     if "\x00" in value:
         raise ValueError("the text contains a NUL character")
+    _no_surrogate(value)
     if not value.strip():
         raise ValueError("the text is empty")
     return value
 
+
+def _no_surrogate(value: str) -> None:
+    for index, char in enumerate(value):
+        if "\ud800" <= char <= "\udfff":
+            raise ValueError(f"a lone UTF-16 surrogate at character {index}")
+
+
+def _no_control(value: str) -> str:
+    """Refuse control characters (NUL, newline, escape...) and lone surrogates: the
+    database refuses NUL and surrogates (a 500 before issue 14) and a label or TLV value
+    has no use for line breaks."""
+    for index, char in enumerate(value):
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise ValueError(f"control character U+{ord(char):04X} at character {index}")
+    return value
+
+
+MAX_UTC_OFFSET = timedelta(hours=14)
+"""Farthest time-zone offset accepted (the world's are -12:00 to +14:00)."""
+
+Label = Annotated[str, Field(max_length=255), AfterValidator(_no_control)]
 
 # only a length here: the push canonicalises each number with the account's default
 # country and refuses, alone, a row whose number cannot be (smsmta.numbers)
@@ -101,11 +130,26 @@ class SmsOptions(_Document):
     @field_validator("validity_end")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        offset = value.utcoffset()
+        if offset is None:
             raise ValueError("give a time zone (UTC: a trailing 'Z')")
-        if value is not None and value.year > 2099:
-            raise ValueError("the SMPP validity period ends in 2099")
-        return value.astimezone(UTC) if value is not None else None
+        if abs(offset) > MAX_UTC_OFFSET:
+            raise ValueError("the time-zone offset is beyond +/-14:00")
+        try:
+            utc = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("out of range once in UTC") from None
+        # checked in UTC: what is stored, and read back on every later answer
+        if utc.year > 2099:
+            raise ValueError("the SMPP validity period ends in 2099 (UTC)")
+        return utc
+
+    @field_validator("service_id")
+    @classmethod
+    def _service_id(cls, value: str | None) -> str | None:
+        return _no_control(value) if value is not None else None
 
     @field_validator("source_addr")
     @classmethod
@@ -159,7 +203,7 @@ class DeliveryCreate(_Document):
         description="the marketing external account's internal name"
     )
     marketing_delivery_id: InternalName = Field(description="the delivery's id on marketing side")
-    label: str = Field("", max_length=255)
+    label: Label = ""
     options: SmsOptions = SmsOptions()
 
 
@@ -279,7 +323,12 @@ class PreviewText(_Document):
     part_ends: list[int] = Field(default_factory=list)
     max_parts: int
     within_max_parts: bool
-    transliterated: list[PreviewCharacter] = Field(default_factory=list)
+    transliterated: list[PreviewCharacter] = Field(
+        default_factory=list,
+        description=f"the first {MAX_PREVIEW_DETAIL} characters transliterated (all: "
+        "transliterated_count)",
+    )
+    transliterated_count: int = Field(0, description="characters transliterated in all")
     forced_by: PreviewCharacter | None = Field(
         None, description="the character that made a wider encoding necessary"
     )

@@ -7,18 +7,30 @@ connections, lets requests in flight finish (at most `shutdown_timeout` seconds;
 chunk is one transaction, so an interrupted one is simply not committed) and exits 0;
 idle HTTPS keep-alive connections are aborted rather than closed, so that a client
 that never answers TLS's close_notify does not hold the stop for the whole timeout.
+HTTP limits (issue 14, README "HTTP limits"): a request's headers must arrive within
+`header_timeout` and its body within `body_timeout` after them, else the connection is
+closed (uvicorn has no such timeout: GuardedH11Protocol adds it); an idle keep-alive
+connection closes after `keep_alive_timeout`; request line and headers are at most
+`max_header_bytes`. Past `max_connections` open connections, a new one evicts the one
+that has waited longest for a request's headers (a slowloris client, else the oldest idle
+keep-alive one), so half-sent requests cannot lock legitimate clients out; when none can
+be evicted (all sending bodies or being answered) the next request gets 503 at once
+rather than a stall.
 Touches: one listening socket for the API, one for /metrics, the database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import ssl
 import time
 
+import h11
 import structlog
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from midsourcing.api import create_app
 from smsmta import obs
@@ -30,11 +42,155 @@ log = structlog.get_logger("midsourcing.server")
 CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
 
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on the client's part of each request.
+
+    From the connection's start (or the end of the previous response) the request's
+    headers must be complete within `header_timeout`; then its body within
+    `body_timeout`. A client past its deadline is cut: a half-sent request (slowloris)
+    holds a file descriptor for seconds, not forever. The time the application takes is
+    not counted: only what waits on the client.
+    """
+
+    header_timeout = 10.0
+    body_timeout = 60.0
+    max_connections = 1000
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._guarded_phase: object = None
+        self._guard: asyncio.TimerHandle | None = None
+        self._phase_started = time.monotonic()
+
+    @property  # type: ignore[override]
+    def limit_concurrency(self) -> int | None:
+        """uvicorn's 503 threshold, not counting the connections already being closed
+        (evicted or cut ones whose connection_lost has not run yet)."""
+        if self._limit is None:
+            return None
+        closing = sum(
+            1
+            for other in self.connections
+            if getattr(other, "transport", None) is not None and other.transport.is_closing()
+        )
+        return self._limit + closing
+
+    @limit_concurrency.setter
+    def limit_concurrency(self, value: int | None) -> None:
+        self._limit = value
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._rearm()
+        if len(self.connections) > self.max_connections:
+            self._evict_one()
+
+    def _waiting_for_headers(self) -> bool:
+        return self.conn.their_state is h11.IDLE and (
+            self.cycle is None or self.cycle.response_complete
+        )
+
+    def _evict_one(self) -> None:
+        """Over max_connections: close the connection that has waited longest for a
+        request's headers (a slow client, or the oldest idle keep-alive one). None such
+        (all are sending bodies or being answered): the new one's request gets 503."""
+        oldest: GuardedH11Protocol | None = None
+        for other in self.connections:
+            if (
+                other is not self
+                and isinstance(other, GuardedH11Protocol)
+                and other.transport is not None
+                and not other.transport.is_closing()
+                and other._waiting_for_headers()
+                and (oldest is None or other._phase_started < oldest._phase_started)
+            ):
+                oldest = other
+        if oldest is not None:
+            log.info(
+                "connection evicted", waited=round(time.monotonic() - oldest._phase_started, 1)
+            )
+            oldest._disarm()
+            oldest.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._rearm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._rearm()
+
+    def _disarm(self) -> None:
+        if self._guard is not None:
+            self._guard.cancel()
+            self._guard = None
+
+    def _rearm(self) -> None:
+        """(Re)start the deadline when the client's side enters another phase."""
+        if self.transport is None or self.transport.is_closing():
+            self._disarm()
+            return
+        phase = self.conn.their_state
+        if phase is self._guarded_phase:
+            return
+        self._disarm()
+        self._guarded_phase = phase
+        self._phase_started = time.monotonic()
+        if phase is h11.IDLE:
+            self._guard = self.loop.call_later(self.header_timeout, self._expired, phase)
+        elif phase is h11.SEND_BODY:
+            self._guard = self.loop.call_later(self.body_timeout, self._expired, phase)
+
+    def _expired(self, phase: object) -> None:
+        self._guard = None
+        if self.conn.their_state is not phase or self.transport.is_closing():
+            return
+        if phase is h11.IDLE and self.cycle is not None and not self.cycle.response_complete:
+            return  # an answer is still being written (a pipelined request waits for it)
+        log.info(
+            "slow client cut",
+            waiting_for="headers" if phase is h11.IDLE else "body",
+            seconds=self.header_timeout if phase is h11.IDLE else self.body_timeout,
+        )
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        self.transport.abort()
+
+
+def guarded_protocol(
+    header_timeout: float, body_timeout: float, max_connections: int
+) -> type[GuardedH11Protocol]:
+    """A GuardedH11Protocol class with these limits (uvicorn instantiates the class)."""
+    return type(
+        "GuardedH11Protocol",
+        (GuardedH11Protocol,),
+        {
+            "header_timeout": header_timeout,
+            "body_timeout": body_timeout,
+            "max_connections": max_connections,
+        },
+    )
+
+
 def uvicorn_config(config: MidConfig, dsn: str) -> uvicorn.Config:
     service = config.mid
     password = service.tls_keyfile_password
     return uvicorn.Config(
         create_app(config, dsn),
+        http=guarded_protocol(
+            service.header_timeout, service.body_timeout, service.max_connections
+        ),
+        timeout_keep_alive=service.keep_alive_timeout,  # type: ignore[arg-type]
+        # uvicorn answers 503 from this many connections or requests in progress; the
+        # protocol evicts header-waiting connections first, so this is reached only when
+        # every connection is sending a body or being answered
+        limit_concurrency=service.max_connections + 1,
+        h11_max_incomplete_event_size=service.max_header_bytes,
         host=service.listen,
         port=service.port,
         loop="uvloop",

@@ -7,7 +7,10 @@ refused (smsmta.binds: how many, and the command_status of the last), the MT rat
 last 10 seconds (provider ids recorded), the configured cap and the rate in force, the
 queue (due, oldest due, being sent); then the deliveries not finished, with their KPIs.
 `render()` turns it into one HTML page that refreshes itself every 5 seconds; every
-value is escaped. Served at /status behind the API's authentication (ADMINISTRATION).
+value is escaped. Served at /status behind the API's authentication: an operator with
+ADMINISTRATION sees its own accounts (mid.external_account.operator_login) and their
+deliveries only, so no label, count or bind of another operator shows; an operator with
+the MONITORING right sees every account (`collect(..., operator=None)`).
 Touches: the database (read only), this host's metrics endpoints over HTTP.
 """
 
@@ -35,6 +38,7 @@ SELECT a.id, a.internal_name, a.enabled,
          WHERE b.account_id = a.id AND b.status = 'pending' AND b.next_try_at <= now()),
        (SELECT count(*) FROM mid.broad_log b WHERE b.account_id = a.id AND b.status = 'sending')
 FROM mid.external_account a
+WHERE %(operator)s::text IS NULL OR a.operator_login = %(operator)s
 ORDER BY a.internal_name
 """
 
@@ -43,6 +47,7 @@ SELECT d.id, a.internal_name, d.marketing_delivery_id, d.label, d.state::text, d
        d.sent, d.delivered, d.failed_hard, d.failed_soft, d.no_receipt, d.created_at
 FROM mid.delivery d JOIN mid.external_account a ON a.id = d.account_id
 WHERE d.state IN ('pending', 'running', 'paused')
+  AND (%(operator)s::text IS NULL OR a.operator_login = %(operator)s)
 ORDER BY d.created_at DESC
 LIMIT 50
 """
@@ -111,8 +116,10 @@ def _metrics_url(host: str, port: int | None) -> str | None:
     return f"http://{host}:{port}/metrics"
 
 
-async def collect(conn: psycopg.AsyncConnection, config: MidConfig) -> Status:
-    cursor = await conn.execute(ACCOUNTS)
+async def collect(conn: psycopg.AsyncConnection, config: MidConfig, operator: str | None) -> Status:
+    """The status of `operator`'s accounts and deliveries; of every one with None."""
+    scope = {"operator": operator}
+    cursor = await conn.execute(ACCOUNTS, scope)
     accounts = {
         row[1]: AccountStatus(row[1], row[2], float(row[3]), row[4], row[5], row[6])
         for row in await cursor.fetchall()
@@ -150,7 +157,7 @@ async def collect(conn: psycopg.AsyncConnection, config: MidConfig) -> Status:
             ):
                 account.last_refusal_at = value
                 account.last_refusal = labels.get("reason", "?")
-    cursor = await conn.execute(DELIVERIES)
+    cursor = await conn.execute(DELIVERIES, scope)
     deliveries = [DeliveryStatus(*row) for row in await cursor.fetchall()]
     return Status(list(accounts.values()), deliveries, errors, datetime.now(UTC))
 

@@ -263,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(config, settings.MidConfig):
         print(f"{args.config}: an MTA needs a kind: mid settings file", file=sys.stderr)
         return 2
-    obs.configure_logging(f"mta-child-{args.index}", config.logging.level, config.logging.format)
+    obs.configure_logging(
+        f"mta-child-{args.index}",
+        config.logging.level,
+        config.logging.format,
+        show_personal_data=config.logging.show_personal_data,
+    )
     url = os.environ.get(DATABASE_URL_ENV) or settings.database_url(config)
     if not url:
         print(f"mta.child: {DATABASE_URL_ENV} is not set", file=sys.stderr)

@@ -21,7 +21,9 @@ Writes are coalesced: PDUs queued during one event-loop iteration leave in one
 `await client.wait_ready()` waits for a bound, writable connection with room.
 Back-pressure comes from the transport's `pause_writing`. TCP_NODELAY is set; TLS
 verification is on unless the settings skip it, which logs a warning at every connect.
-With `verbose_trace` every PDU is logged, the bind password masked. Touches: sockets,
+With `verbose_trace` every PDU is logged, the bind password masked, and unless
+`trace_personal_data` the addresses keep only their last 2 characters and the texts
+(short_message, message_payload) their length (`traced`). Touches: sockets,
 the event loop's clock and timers, structlog.
 """
 
@@ -87,6 +89,7 @@ class BindSettings:
     tls_verify: bool = True
     tls_ca_file: str | None = None
     verbose_trace: bool = False
+    trace_personal_data: bool = False  # the trace shows numbers and texts whole
     name: str = ""  # the account, for logs
 
     def bind_pdu(self) -> Pdu:
@@ -147,6 +150,31 @@ def masked(pdu: Pdu) -> Pdu:
     if pdu.command_id in BIND_STATES and pdu.password:
         return pdu.replace(password=PASSWORD_MASK)
     return pdu
+
+
+_TAG_MESSAGE_PAYLOAD = 0x0424
+
+
+def traced(pdu: Pdu, personal: bool = False) -> Pdu:
+    """The PDU as the verbose trace logs it: `masked`, and unless `personal` its addresses
+    cut to their last 2 characters and its texts to their length (personal data)."""
+    pdu = masked(pdu)
+    if personal:
+        return pdu
+    names = pdu.FIELD_NAMES
+    changes: dict[str, Any] = {}
+    for name in ("source_addr", "destination_addr"):
+        value = getattr(pdu, name) if name in names else ""
+        if value:
+            changes[name] = "*" * max(0, len(value) - 2) + value[-2:]
+    if "short_message" in names and pdu.short_message:
+        changes["short_message"] = f"<{len(pdu.short_message)} octets>".encode()
+    if any(tag == _TAG_MESSAGE_PAYLOAD for tag, _ in pdu.tlvs):
+        changes["tlvs"] = tuple(
+            (tag, f"<{len(value)} octets>" if tag == _TAG_MESSAGE_PAYLOAD else value)
+            for tag, value in pdu.tlvs
+        )
+    return pdu.replace(**changes) if changes else pdu
 
 
 class SmppConnection(asyncio.Protocol):
@@ -246,7 +274,7 @@ class SmppConnection(asyncio.Protocol):
                 self.abort("closed by the SMSC")
                 return
             if self._trace:
-                self._log.info("smpp.pdu.in", pdu=repr(event))
+                self._log.info("smpp.pdu.in", pdu=repr(self._traced_event(event)))
             if isinstance(event, Response):
                 request = event.request
                 if request in _CONTROL_REQUESTS:
@@ -318,12 +346,25 @@ class SmppConnection(asyncio.Protocol):
     def window_free(self) -> int:
         return self.session.window_free if self.is_bound and self._writable else 0
 
+    def _traced_event(self, event: Any) -> Any:
+        """An event as the verbose trace logs it: its PDU `traced`, and unless personal data
+        is shown, the caller's context (a message, a reply) as its type only."""
+        personal = self.settings.trace_personal_data
+        if isinstance(event, Pdu):
+            return traced(event, personal)
+        if isinstance(getattr(event, "pdu", None), Pdu):
+            event = event._replace(pdu=traced(event.pdu, personal))
+        if not personal and getattr(event, "context", None) is not None:
+            event = event._replace(context=f"<{type(event.context).__name__}>")
+        return event
+
     def submit(self, pdu: Pdu, context: Any = None) -> int:
         """Send a request (submit_sm, data_sm, ...); its answer reaches on_response."""
         sequence = self.session.send(pdu, self.loop.time(), context)
         self._drained.clear()
         if self._trace:
-            self._log.info("smpp.pdu.out", pdu=repr(pdu.with_sequence_number(sequence)))
+            shown = traced(pdu.with_sequence_number(sequence), self.settings.trace_personal_data)
+            self._log.info("smpp.pdu.out", pdu=repr(shown))
         self._schedule_flush()
         return sequence
 
@@ -336,14 +377,14 @@ class SmppConnection(asyncio.Protocol):
         except LocalProtocolError:
             return False
         if self._trace:
-            self._log.info("smpp.pdu.out", pdu=repr(pdu))
+            self._log.info("smpp.pdu.out", pdu=repr(traced(pdu, self.settings.trace_personal_data)))
         self._schedule_flush()
         return True
 
     def _send(self, pdu: Pdu) -> None:
         self.session.send(pdu, self.loop.time())
         if self._trace:
-            self._log.info("smpp.pdu.out", pdu=repr(masked(pdu)))
+            self._log.info("smpp.pdu.out", pdu=repr(traced(pdu, self.settings.trace_personal_data)))
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:

@@ -12,6 +12,9 @@ What it does, for a batch of `mid.inbox` MO rows, inside the caller's transactio
   keyword is the first alphanumeric word, case-insensitive; an empty keyword or short code
   matches anything; the first match wins; its action (`blacklist` / `unblacklist` the
   sender for THAT short code, the MO's destination) runs even without a reply text;
+- limits the replies (`ReplyLimiter`): at most one per (account, sender, short code, rule)
+  per `reply_interval` seconds, so that two auto-responders answering each other cannot loop;
+  the rule's action runs on every MO all the same;
 - returns the replies to send after the commit (`Reply`), and deletes the handled rows.
 
 Addresses: the MO's sender is stored in the canonical form (smsmta.numbers.canonical with
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +46,8 @@ from smpp.constants import EsmClass
 from smpp.errors import RemoteProtocolError
 from smpp.pdu import Pdu
 from smpp.text import BadSegment, PartialMessage, Reassembler, decode_short_message
-from smsmta.numbers import NumberError, canonical, mask, sender_key
+from smsmta import obs
+from smsmta.numbers import NumberError, canonical, sender_key
 from smsmta.settings import Account, AutoReply, ReplyAction
 
 log = structlog.get_logger("sms_process.mo")
@@ -81,7 +86,7 @@ def address(ton: int, addr: str, npi: int | None = None, default_country: str = 
             "sms_process.mo_sender_not_canonical",
             ton=ton,
             npi=npi,
-            sender=mask(addr),
+            sender=obs.mask_number(addr),
             error=str(error),
         )
         return addr
@@ -99,6 +104,90 @@ class Reply:
     dest_ton: int
     dest_npi: int
     text: str
+
+
+class ReplyLimiter:
+    """At most one auto-reply per (account, sender, short code, rule) per `interval` seconds.
+
+    Per rule too, so that a STOP then a START within the interval still get their two
+    different answers; a loop repeats one rule, and every rule answers a pair at most once
+    per interval.
+
+    The state is in memory, an LRU of the last reply time per key, capped at `max_entries`
+    (the oldest reply forgotten first; entries older than the interval are dropped as
+    replies go on): the SMS process is a single instance (SPEC section 1) and this is
+    checked on every MO, so a table would cost a write per MO for nothing. What a restart
+    forgets is at most one more reply per pair. Decisions made in a batch are `commit`ted
+    once its transaction is (a batch rolled back leaves no trace: `discard`); a suppressed
+    reply is counted (smsmta_auto_replies_rate_limited) and logged once per interval and
+    account, never once per MO.
+    """
+
+    def __init__(self, interval: float, max_entries: int = 100_000) -> None:
+        self.interval = interval
+        self.max_entries = max_entries
+        self._last: OrderedDict[tuple[int, str, str, str], float] = OrderedDict()
+        self._pending: dict[tuple[int, str, str, str], float] = {}
+        self._suppressed: Counter[int] = Counter()  # this batch's, by account id
+        self._unlogged: Counter[int] = Counter()  # counted since the account's last log line
+        self._logged_at: dict[int, float] = {}
+        self._example: dict[int, tuple[str, str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def allow(
+        self, account_id: int, sender: str, short_code: str, now: float, rule: str = ""
+    ) -> bool:
+        """Whether this MO may have its reply; a pending decision until `commit`."""
+        if self.interval <= 0:
+            return True
+        key = (account_id, sender, short_code, rule)
+        last = self._pending.get(key, self._last.get(key))
+        if last is not None and 0 <= now - last < self.interval:
+            self._suppressed[account_id] += 1
+            self._example[account_id] = (sender, short_code)
+            return False
+        self._pending[key] = now
+        return True
+
+    def discard(self) -> None:
+        """Forget the decisions of a batch whose transaction did not commit."""
+        self._pending.clear()
+        self._suppressed.clear()
+
+    def commit(self, names: Mapping[int, str], now: float) -> None:
+        """The batch committed: remember its replies; count and log what was suppressed."""
+        for key, at in self._pending.items():
+            self._last[key] = at
+            self._last.move_to_end(key)
+        self._pending.clear()
+        while self._last and (
+            len(self._last) > self.max_entries
+            or now - next(iter(self._last.values())) >= self.interval
+        ):
+            self._last.popitem(last=False)
+        for account_id, n in self._suppressed.items():
+            name = names.get(account_id, f"#{account_id}")
+            obs.SP_AUTO_REPLIES_RATE_LIMITED.labels(name).inc(n)
+            self._unlogged[account_id] += n
+        self._suppressed.clear()
+        for account_id, n in list(self._unlogged.items()):
+            if now - self._logged_at.get(account_id, -self.interval) < self.interval:
+                continue
+            sender, short_code = self._example.pop(account_id, ("", ""))
+            log.warning(
+                "sms_process.auto_replies_rate_limited",
+                account=names.get(account_id, f"#{account_id}"),
+                suppressed=n,
+                sender=obs.mask_number(sender),
+                short_code=short_code,
+                reply_interval=self.interval,
+                why="a sender had an auto-reply from this short code less than "
+                "reply_interval ago: an auto-responder loop, or a repeated keyword",
+            )
+            self._logged_at[account_id] = now
+            del self._unlogged[account_id]
 
 
 @dataclass
@@ -152,8 +241,10 @@ class MoHandler:
         accounts: Mapping[int, Account],
         names: Mapping[int, str],
         reassembly_timeout: float = 300.0,
+        limiter: ReplyLimiter | None = None,
     ) -> None:
         self.accounts = dict(accounts)
+        self.limiter = limiter if limiter is not None else ReplyLimiter(0.0)
         self.names = dict(names)
         self.reassembler = Reassembler(reassembly_timeout)
         self.timeout = reassembly_timeout
@@ -171,7 +262,7 @@ class MoHandler:
         ]
         complete = self._assemble(parts)
         if complete:  # cannot happen unless a part was stored twice meanwhile: handle anyway
-            await self._finish(conn, complete, out)
+            await self._finish(conn, complete, out, time.time())
         return len(rows)
 
     async def handle(
@@ -182,6 +273,7 @@ class MoHandler:
     ) -> MoOutcome:
         """Handle MO rows (inbox id, account id, encoded PDU, received at) and due partials."""
         now = time.time() if now is None else now
+        self.limiter.discard()  # decisions of a batch that did not commit, if any
         out = MoOutcome()
         parts: list[_Part] = []
         bad: list[int] = []
@@ -202,7 +294,7 @@ class MoHandler:
         if held:
             await conn.execute(HOLD, (held,))
         out.held = len(held)
-        await self._finish(conn, complete, out)
+        await self._finish(conn, complete, out, now)
         return out
 
     @property
@@ -258,7 +350,7 @@ class MoHandler:
             log.warning(
                 "sms_process.mo_incomplete",
                 account=self.names.get(first.account_id),
-                source=mask(first.pdu.source_addr),
+                source=obs.mask_number(first.pdu.source_addr),
                 missing=list(partial.missing),
             )
             complete.append((first, partial.joined(), partial.total, ids))
@@ -276,6 +368,7 @@ class MoHandler:
         conn: psycopg.AsyncConnection,
         complete: list[tuple[_Part | None, str, int, list[int]]],
         out: MoOutcome,
+        now: float,
     ) -> None:
         done: list[int] = []
         stored: list[tuple[object, ...]] = []
@@ -322,7 +415,10 @@ class MoHandler:
             elif rule.action is ReplyAction.UNBLACKLIST:
                 await conn.execute(UNBLACKLIST, (scope, source))
                 out.blacklist_changes.append((name, "unblacklist"))
-            if rule.reply:
+            allowed = rule.reply and self.limiter.allow(
+                part.account_id, source, scope, now, f"{rule.keyword}|{rule.short_code}"
+            )
+            if allowed:
                 out.replies.append(
                     Reply(
                         part.account_id,

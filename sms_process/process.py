@@ -90,7 +90,7 @@ from smpp.aio import BaseHandler, SmppClient, SmppConnection
 from smpp.pdu import Pdu
 from sms_process.expiry import close_receipts
 from sms_process.inbox import NOTIFY_CHANNEL, Inbox, handle_request
-from sms_process.mo import MoHandler
+from sms_process.mo import MoHandler, ReplyLimiter
 from sms_process.receipts import AccountRules, BatchOutcome, InboxRow, Reconciler
 from sms_process.replies import outbox_reply
 from smsmta import binds, obs
@@ -398,7 +398,12 @@ class SmsProcess:
             retry_interval=self.settings.receipt_retry_interval,
             multipart_status=self.settings.multipart_status,
         )
-        self.mo = MoHandler(enabled, self.names, self.settings.mo_reassembly_timeout)
+        self.reply_limiter = ReplyLimiter(
+            self.settings.reply_interval, self.settings.reply_limit_entries
+        )  # kept across MoHandler reloads: the reply limit is per SMS process
+        self.mo = MoHandler(
+            enabled, self.names, self.settings.mo_reassembly_timeout, self.reply_limiter
+        )
         self.work_conn = await self.connect()
         held = await self.mo.reload(self.work_conn)
         self._mo_epoch = self.lock_epoch
@@ -668,7 +673,9 @@ class SmsProcess:
     async def _reload_mo(self, conn: psycopg.AsyncConnection) -> None:
         """The lock was taken again: MO reassembly state from the held rows, as at start."""
         epoch = self.lock_epoch  # taken again during the reload: reloaded once more
-        mo = MoHandler(self.enabled, self.names, self.settings.mo_reassembly_timeout)
+        mo = MoHandler(
+            self.enabled, self.names, self.settings.mo_reassembly_timeout, self.reply_limiter
+        )
         async with conn.transaction():
             held = await mo.reload(conn)
             self._check_owner()
@@ -712,6 +719,7 @@ class SmsProcess:
         if outcome is not None:
             self._receipt_metrics(outcome, committed)
         if mo_outcome is not None:
+            self.mo.limiter.commit(self.names, committed)
             for name, _keyword in mo_outcome.messages:
                 obs.SP_MO.labels(name).inc()
             for name, action in mo_outcome.blacklist_changes:

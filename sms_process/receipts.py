@@ -406,7 +406,7 @@ class Reconciler:
                 continue
             msg_id, qual = qualification[item.receipt.log_key]
             decision = self.policy.decide(qual, match.retry_count, now, match.validity_end)
-            reason = item.receipt.log_text
+            reason = obs.mask_receipt_text(item.receipt.log_text)  # the MT's start masked
             if decision.reason:
                 reason = f"{reason} ({decision.reason})"
             if decision.verdict is Verdict.RETRY:

@@ -88,6 +88,7 @@ def bind_settings(account: Account, kind: BindKind) -> BindSettings:
         tls_verify=not s.skip_tls_verification,
         tls_ca_file=str(c.tls_ca_file) if c.tls_ca_file else None,
         verbose_trace=c.verbose_trace,
+        trace_personal_data=obs.personal_data_shown(),
         name=account.name,
     )
 

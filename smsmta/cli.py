@@ -225,7 +225,12 @@ def mta(config_path: str) -> None:
     from mta.supervisor import Supervisor
     from smsmta import obs
 
-    obs.configure_logging("mta", cfg.logging.level, cfg.logging.format)
+    obs.configure_logging(
+        "mta",
+        cfg.logging.level,
+        cfg.logging.format,
+        show_personal_data=cfg.logging.show_personal_data,
+    )
     try:
         with database(settings.database_url(cfg), cfg.database.embedded_dir) as url:
             _require_schema(url, "mid")
@@ -250,7 +255,12 @@ def sms_process_command(config_path: str) -> None:
     from smsmta.db.engine import libpq_dsn
 
     cfg = _load_mid(config_path)
-    obs.configure_logging("sms-process", cfg.logging.level, cfg.logging.format)
+    obs.configure_logging(
+        "sms-process",
+        cfg.logging.level,
+        cfg.logging.format,
+        show_personal_data=cfg.logging.show_personal_data,
+    )
     with database(settings.database_url(cfg), cfg.database.embedded_dir) as url:
         _require_schema(url, "mid")
         code = run(cfg, libpq_dsn(url))

@@ -13,7 +13,12 @@ The demo process is the supervisor of everything it starts, in this order:
 It then follows the delivery in the marketing KPIs with a live progress bar (sent,
 delivered, failed), prints the KPI table with `smsmta delivery status`, and says where
 metrics and logs are. Without `--keep-running` it then stops every service with SIGTERM
-(each drains and exits 0) and removes its files; Ctrl-C does the same at any time.
+(each drains and exits 0) and removes its files; Ctrl-C, SIGTERM and SIGHUP to the demo do
+the same at any time (the whole stack, the embedded PostgreSQL last; a second signal
+during the stop is ignored, the stop being bounded). Its services run in their own
+sessions, so that Ctrl-C reaches the demo alone, and get SIGTERM from the kernel if the
+demo dies without stopping them (PR_SET_PDEATHSIG); the embedded PostgreSQL has its own
+watchdog (smsmta.db.engine).
 Touches: child processes, local ports, a directory under /tmp (or `--data-dir`).
 """
 
@@ -43,6 +48,31 @@ from smsmta.db.engine import DATABASE_URL_ENV, database, libpq_dsn
 SERVICES = ("mid", "mta", "sms-process", "marketing")
 FAILURE_SHARE = 0.05
 DLR_DELAY_MS = 300
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: SIGTERM when the demo dies (Linux; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP stop the demo as Ctrl-C does (KeyboardInterrupt: every finally
+    runs); once stopping, further signals are ignored so that the stop completes."""
+
+    def stop(signum: int, frame: object) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
 
 
 def free_port() -> int:
@@ -86,6 +116,7 @@ class Stack:
                 stdout=out,
                 stderr=out,
                 start_new_session=True,  # Ctrl-C reaches the demo, which stops them in order
+                preexec_fn=_terminate_with_parent,
             )
         service = Service(name, process, log)
         self.services.append(service)
@@ -252,6 +283,7 @@ def run(messages: int, keep_running: bool, data_dir: str | None, timeout: float 
         return 2
     from smsmta.db import migrate
 
+    _stop_on_signals()
     with demo_folder(data_dir) as folder, database(None, folder / "pgdata") as url:
         rendered = url.render_as_string(hide_password=False)
         stack = Stack(folder, rendered, console)

@@ -6,7 +6,10 @@ upserts one `mid.broad_log_msg` row per key (new ones `hard`, the full text kept
 first time it was seen, the count increased by how many this batch brings) and returns
 each key's row id and qualification, which decides retry or failure (mta.retry). Keys are
 written in one sorted order, so that the MTA children and the SMS process, upserting the
-same keys concurrently, never deadlock. Touches: the database (`mid.broad_log_msg`).
+same keys concurrently, never deadlock. The full text is kept with the receipt's `Text:`
+preview (the start of the MT, personal data) replaced by its length, unless
+logging.show_personal_data is on (smsmta.obs.mask_receipt_text).
+Touches: the database (`mid.broad_log_msg`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Iterable
 
 import psycopg
 
+from smsmta import obs
 from smsmta.db import FailureType
 
 UPSERT = """
@@ -34,7 +38,8 @@ async def record(
     first_text: dict[str, str] = {}
     for key, text in entries:
         counts[key] += 1
-        first_text.setdefault(key, text)
+        if key not in first_text:
+            first_text[key] = obs.mask_receipt_text(text)
     if not counts:
         return {}
     keys = sorted(counts)  # one lock order everywhere: no deadlock between writers

@@ -5,6 +5,11 @@ with the service name, an ISO timestamp and the level; a processor masks the val
 any key that names a secret (password, secret, token, authorization) anywhere in an
 event, so a password cannot reach the log through a careless `log.info(..., **settings)`,
 and the password of any URL written with credentials (`scheme://user:password@host`).
+Personal data is masked where it is written, with `mask_number()` (a phone number keeps its
+last 2 characters, its first 4 when international), `mask_text()` (a message text becomes
+its length) and `mask_receipt_text()` (a receipt's `Text:` preview of the MT, for the
+message log); the `logging.show_personal_data` setting (`configure_logging(
+show_personal_data=True)`, for debugging) lets them through whole.
 `serve_metrics()` exposes the default registry on the port of the service's settings.
 Metrics are defined here, once, and imported by the services that update them.
 Touches: stderr, one listening TCP socket for /metrics.
@@ -32,6 +37,44 @@ from prometheus_client import (
 from smsmta import __version__
 
 MASK = "**********"
+_personal = {"show": False}
+"""Whether personal data (numbers, texts) is written whole: logging.show_personal_data."""
+_RECEIPT_TEXT = re.compile(r"(\btext:)(.*)\Z", re.IGNORECASE | re.DOTALL)
+
+
+def show_personal_data(show: bool) -> None:
+    """Write phone numbers and message texts whole (debugging) or masked (the default)."""
+    _personal["show"] = show
+
+
+def personal_data_shown() -> bool:
+    """Whether numbers and texts are written whole (logging.show_personal_data)."""
+    return _personal["show"]
+
+
+def mask_number(number: str) -> str:
+    """A phone number for a log line: its last 2 characters, and in international form
+    (`+...`, 9 characters or more) its first 4 too (the country shows): `+336******11`."""
+    if _personal["show"]:
+        return number
+    if number.startswith("+") and len(number) >= 9:
+        return number[:4] + "*" * (len(number) - 6) + number[-2:]
+    return "*" * max(0, len(number) - 2) + number[-2:]
+
+
+def mask_text(text: str) -> str:
+    """A message text for a log line: its length only."""
+    return text if _personal["show"] else f"<{len(text)} characters>"
+
+
+def mask_receipt_text(text: str) -> str:
+    """A receipt text (or `SR ...|MESSAGE=<receipt text>`) whose Annex B `Text:` preview,
+    the start of the MT, becomes its length; the id, stat and err stay for diagnosis."""
+    if _personal["show"]:
+        return text
+    return _RECEIPT_TEXT.sub(lambda m: f"{m.group(1)}<{len(m.group(2))} characters>", text)
+
+
 _SECRET_KEY = re.compile(r"pass(word)?|secret|token|authorization|credential", re.IGNORECASE)
 
 BUILD_INFO = Info("smsmta_build", "smsmta version and the service this process runs")
@@ -154,13 +197,20 @@ def redact_secrets(
 
 
 def configure_logging(
-    service: str, level: str = "info", fmt: str = "json", *, cache: bool = True
+    service: str,
+    level: str = "info",
+    fmt: str = "json",
+    *,
+    cache: bool = True,
+    show_personal_data: bool = False,
 ) -> None:
     """Set up structlog (and the standard logging it may forward to) for one service.
 
     `cache`: loggers keep this set-up once used (fast, for services); a one-shot tool
     passes False so that code it runs in a bigger process (a test) is not pinned to it.
+    `show_personal_data`: numbers and texts whole in the logs and the message log.
     """
+    _personal["show"] = show_personal_data
     numeric = logging.getLevelNamesMapping()[level.upper()]
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -260,6 +310,12 @@ SP_AUTO_REPLIES = Counter(
     "(MTA, on its binds)",
     ["account", "result"],
 )
+SP_AUTO_REPLIES_RATE_LIMITED = Counter(
+    "smsmta_auto_replies_rate_limited",
+    "auto-replies not sent: the same sender had one from the same short code less than "
+    "sms_process.reply_interval ago (the rule's action still ran)",
+    ["account"],
+)
 SP_BLACKLIST_CHANGES = Counter(
     "smsmta_blacklist_changes",
     "short-code blacklist changes by MO keyword (blacklist, unblacklist)",
@@ -277,9 +333,22 @@ SP_NO_RECEIPT = Counter(
 
 MID_REQUESTS = Counter(
     "smsmta_mid_requests",
-    "mid API requests, by route template, method and HTTP status",
+    "mid API requests, by route template, method (MID_METHODS, else 'other') and HTTP status",
     ["endpoint", "method", "status"],
 )
+MID_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""The HTTP methods the mid API's request metric names; any other is counted as 'other'."""
+
+
+def mid_method_label(method: str) -> str:
+    """The `method` label of a request: one of MID_METHODS or 'other', never what was sent.
+
+    A client may send any token as a method: as a label it would add a time series per
+    invented method, for good (issue 14: 22,000 of them grew /metrics to 104 MB).
+    """
+    return method if method in MID_METHODS else "other"
+
+
 MID_REQUEST_SECONDS = Histogram(
     "smsmta_mid_request_seconds",
     "mid API request duration, by route template",

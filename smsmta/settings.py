@@ -17,8 +17,10 @@ YAML file, secret files) and the environment, nothing else.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,6 +40,7 @@ from pydantic import (
 )
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from smpp.receipt import (
     DEFAULT_ERROR_REGEX,
@@ -330,6 +333,12 @@ class Database(_Model):
 class Logging(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
+    show_personal_data: bool = Field(
+        False,
+        description="debugging only: full phone numbers and message texts in the logs and the "
+        "message log (off: a number keeps its last 2 characters, its first 4 when "
+        "international; a text only its length)",
+    )
 
 
 MetricsPort = Annotated[int, Field(ge=0, le=65535, description="0: any free port")]
@@ -357,8 +366,32 @@ class MidService(Service):
     tls_ca_certs: Path | None = Field(None, description="CA bundle to verify client certificates")
     tls_client_cert: Literal["none", "optional", "required"] = "none"
     token_ttl: Seconds = Field(3600.0, description="lifetime of a token from POST /api/v1/token")
+    token_max_lifetime: Seconds = Field(
+        12 * 3600.0,
+        description="absolute lifetime of a token, counted from its issue whatever token_ttl "
+        "says; a new token needs the password",
+    )
+    password_check_workers: int = Field(
+        2, ge=1, le=64, description="argon2 checks run at once (each: one core, 64 MiB)"
+    )
+    password_check_queue: int = Field(
+        16, ge=0, le=10_000, description="password checks waiting for a worker; more get 503"
+    )
+    login_attempts_per_second: float = Field(
+        1.0, gt=0, description="password attempts one client address gets a second (refill)"
+    )
+    login_attempts_burst: int = Field(
+        10, ge=1, le=100_000, description="password attempts one client address may make at once"
+    )
+    login_clients_tracked: int = Field(
+        10_000, ge=100, le=1_000_000, description="client addresses the rate limit remembers"
+    )
     login_free_failures: int = Field(
-        3, ge=0, le=100, description="failed logins of one login before it is slowed down"
+        3,
+        ge=0,
+        le=100,
+        description="failed logins of one login from one client address before that address "
+        "is slowed down for it",
     )
     login_base_delay: Seconds = Field(
         1.0, description="first wait imposed on a login past its free failures; it doubles"
@@ -372,6 +405,39 @@ class MidService(Service):
     pull_page_max: int = Field(10_000, ge=1, le=100_000, description="status changes per page")
     db_pool_size: int = Field(8, ge=1, le=200, description="database connections of the API")
     sync_lag_period: Seconds = Field(10.0, description="how often the sync-lag gauge is measured")
+    # HTTP limits (issue 14; README "HTTP limits"): what one client may hold
+    header_timeout: Seconds = Field(
+        10.0, description="a request's headers must all arrive within this, else it is closed"
+    )
+    body_timeout: Seconds = Field(
+        60.0, description="a request's body must all arrive within this after its headers"
+    )
+    keep_alive_timeout: Seconds = Field(5.0, description="an idle keep-alive connection closes")
+    max_connections: int = Field(
+        1000,
+        ge=2,
+        le=100_000,
+        description="open connections (or requests in progress) beyond which a request gets 503",
+    )
+    max_header_bytes: int = Field(
+        16 * 1024, ge=4096, le=1024 * 1024, description="largest request line and headers"
+    )
+    max_body_bytes_in_flight: int = Field(
+        128 * 1024 * 1024,
+        ge=1024,
+        description="request bodies being received or handled at once, in bytes: a request "
+        "that would go over gets 503 with Retry-After (one request alone always passes)",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins (scheme://host[:port]) besides the API's own allowed to "
+        "send state-changing requests; any other Origin gets 403",
+    )
+    docs: bool = Field(
+        False,
+        description="serve /docs and /redoc (Swagger UI and ReDoc, which load their scripts "
+        "from a public CDN); off: only /openapi.json",
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> MidService:
@@ -430,6 +496,21 @@ class SmsProcessService(Service):
     poll_interval: Seconds = Field(1.0, description="inbox poll when no NOTIFY arrives")
     mo_reassembly_timeout: Seconds = Field(
         300.0, description="a long MO still missing parts after this is stored as it is"
+    )
+    reply_interval: float = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description="at most one auto-reply per (account, sender, short code) in this many "
+        "seconds, so that two auto-responders cannot loop (the rule's action still runs on "
+        "every MO); 0: no limit",
+    )
+    reply_limit_entries: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="(sender, short code) pairs the reply limit remembers (in memory; the "
+        "oldest are forgotten first)",
     )
     provider_msg_id_retention: Seconds = Field(
         7 * 86400.0, description="provider_msg_id rows older than this are purged"
@@ -642,11 +723,15 @@ def load(path: str | os.PathLike[str]) -> MidConfig | MarketingConfig:
     except OSError as exc:
         raise ConfigError([ConfigIssue(name, None, None, "", exc.strerror or str(exc))]) from None
     try:
+        _check_aliases(name, YAML(typ="rt").compose(text))
         document = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         message = f"not valid YAML: {exc.problem}"
         raise ConfigError([ConfigIssue(name, line, None, "", message)]) from None
+    except RecursionError:
+        message = "not valid YAML: nested too deeply"
+        raise ConfigError([ConfigIssue(name, None, None, "", message)]) from None
     if not isinstance(document, dict):
         message = "the file must be a mapping with a 'kind:' of mid or marketing"
         raise ConfigError([ConfigIssue(name, 1, None, "", message)])
@@ -658,6 +743,53 @@ def load(path: str | os.PathLike[str]) -> MidConfig | MarketingConfig:
     if problems:
         raise ConfigError(problems)
     return config
+
+
+# Aliases (`*name`) share one node when the file is composed, but the settings are walked
+# as plain data, where every alias is a copy: nine levels of nine aliases are 9**9 nodes
+# (an "alias bomb": 5.3 GB for two minutes). Anchors stay allowed (`<<: *defaults`), and
+# what they expand to is counted on the composed graph, before anything is copied.
+MAX_EXPANDED_NODES = 100_000
+
+
+def _check_aliases(name: str, root: Node | None) -> None:
+    """Refuse a document whose aliases expand past MAX_EXPANDED_NODES or into themselves.
+
+    Each distinct node is sized once (memoised by identity), so the walk costs the size of
+    the file, not of its expansion. The error names the line of the deepest node that
+    crosses the bound, where the multiplying aliases are."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def refuse(node: Node, message: str) -> ConfigError:
+        return ConfigError([ConfigIssue(name, node.start_mark.line + 1, None, "", message)])
+
+    def size(node: Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise refuse(node, "an alias refers to a node that contains it (a recursive alias)")
+        open_nodes.add(key)
+        if isinstance(node, MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        total = 1 + sum(size(child) for child in children)
+        if total > MAX_EXPANDED_NODES:
+            raise refuse(
+                node,
+                f"aliases (*name) here expand to more than {MAX_EXPANDED_NODES:,} values: "
+                "refused (an alias bomb?); write the values out or use fewer aliases",
+            )
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    if root is not None:
+        size(root)
 
 
 def load_many(paths: Iterable[str | os.PathLike[str]]) -> list[MidConfig | MarketingConfig]:
@@ -746,6 +878,44 @@ def _issues_from_validation(name: str, document: Any, error: ValidationError) ->
     return issues
 
 
+LOOPBACK = "loopback"
+LOOPBACK_NAMES = frozenset(
+    {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback", "loopback"}
+)
+_INET_ATON = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$")
+
+
+def smpp_server_key(server: str) -> str:
+    """One form for every spelling of one SMPP server, for comparing logins (no resolving).
+
+    Lower case without a trailing dot or IPv6 brackets; an IP address in its canonical
+    text, an IPv4-mapped IPv6 address as its IPv4 address, inet_aton's short forms (`127.1`,
+    `0x7f.0.0.1`) expanded; `localhost` and the other loopback names (RFC 6761's
+    `*.localhost` too), 127.0.0.1 and ::1 are one server, `loopback`. Other 127/8 addresses
+    stay apart (a server may listen on one loopback address only); a name and the address
+    it resolves to cannot be told apart without DNS, which the settings never use."""
+    text = server.strip().lower().rstrip(".")
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if text in LOOPBACK_NAMES or text.endswith(".localhost"):
+        return LOOPBACK
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        if not _INET_ATON.match(text):
+            return text
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(text))
+        except OSError:
+            return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address in (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")):
+        return LOOPBACK
+    return str(address)
+
+
 def receivers_on_login(account: Account) -> int:
     """Receiver binds of the account on its transmitter's login (smsmta.binds reserves
     them): TRX none (the MTA's transceivers receive); a receiver on another login none."""
@@ -799,7 +969,7 @@ def _cross_checks(
         if account.receiver is not None:
             binds.append(("receiver", account.receiver))
         for section, bind in binds:
-            key = (bind.server, bind.port, bind.system_id)
+            key = (smpp_server_key(bind.server), bind.port, bind.system_id)
             owner = logins.get(key)
             if owner is not None and owner != account.name:
                 line, _ = _locate(document, ["accounts", index, section, "system_id"])

@@ -129,6 +129,9 @@ class ExternalAccount(MidBase):
     marketing_account: Mapped[str] = mapped_column(String(64))
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=sql("true"))
     settings: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    # the `host_id` of the settings file that wrote the row: only that host changes it
+    # (smsmta.accounts); None: released, the next host that lists the account takes it
+    owner_host_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 
@@ -461,11 +464,13 @@ class OperatorToken(MidBase):
 
 
 class LoginFailure(MidBase):
-    """Failed logins by login name (existing or not), to slow repeated guesses down."""
+    """Failed logins by login name (existing or not) and client address, to slow repeated
+    guesses from that address down without locking the operator out of its own."""
 
     __tablename__ = "login_failure"
 
     login: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_address: Mapped[str] = mapped_column(String(64), primary_key=True, server_default="")
     failures: Mapped[int] = mapped_column(Integer, server_default="0")
     last_failure_at: Mapped[datetime] = created_at_column()
     blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

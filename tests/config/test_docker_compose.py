@@ -46,7 +46,7 @@ def test_start_order_and_ports() -> None:
         assert depends["migrate"] == {"condition": "service_completed_successfully"}, name
     assert "smsc-sim" in services["mta"]["depends_on"]
     assert "mid" in services["marketing"]["depends_on"]
-    ports = {name: [p.split(":")[0] for p in s.get("ports", [])] for name, s in services.items()}
+    ports = {name: [p.split(":")[1] for p in s.get("ports", [])] for name, s in services.items()}
     assert ports["mid"] == ["8080", "9100"]
     assert ports["mta"] == ["9101"] and ports["sms-process"] == ["9102"]
     assert ports["marketing"] == ["9104"] and ports["smsc-sim"][0] == "2775"
@@ -75,3 +75,34 @@ def test_the_dockerfile_installs_every_package() -> None:
     assert copied == {"smpp", "smsmta", "mta", "sms_process", "midsourcing", "migrations"}
     assert 'ENTRYPOINT ["smsmta"]' in dockerfile
     assert "USER smsmta" in dockerfile
+
+
+def test_every_published_port_is_bound_to_the_loopback() -> None:
+    """Issue 14: compose published every port on all interfaces, the simulator's control
+    port (which injects MOs and receipts) among them. Each is `127.0.0.1:host:container`:
+    reachable from this machine (and from the other containers by service name), not
+    from the network; put a TLS reverse proxy in front to open the mid API."""
+    services = compose()["services"]
+    published = [(name, port) for name, s in services.items() for port in s.get("ports", [])]
+    assert published, "no published port at all?"
+    for name, port in published:
+        assert isinstance(port, str) and port.startswith("127.0.0.1:"), (name, port)
+        assert len(port.split(":")) == 3, (name, port)
+    control = [port for port in services["smsc-sim"]["ports"] if port.endswith(":8081")]
+    assert control == ["127.0.0.1:8081:8081"]
+
+
+def test_the_operator_password_has_no_default_and_must_be_given() -> None:
+    """The mid operator's password came from `${SMSMTA_MID_PASSWORD:-change-me}`: the
+    stack ran with a password everyone knows. It is now `${SMSMTA_MID_PASSWORD:?...}`:
+    `docker compose up` refuses to start until it is set (no engine runs here, so the
+    test reads the interpolation; compose's `:?` is documented to fail when unset or empty)."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "change-me" not in text
+    for path in (ROOT / "config" / "docker").glob("*"):
+        assert "change-me" not in path.read_text(), path
+    password = compose()["x-smsmta"]["environment"]["SMSMTA_MID_PASSWORD"]
+    assert re.fullmatch(r"\$\{SMSMTA_MID_PASSWORD:\?[^}]+\}", password), password
+    # every secret compose interpolates is required, none has a default
+    for variable, operator in re.findall(r"\$\{(\w*(?:PASSWORD|SECRET)\w*)(:?[-?+]?)", text):
+        assert operator == ":?", (variable, operator)

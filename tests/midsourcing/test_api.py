@@ -107,21 +107,34 @@ def test_unknown_account_pair_is_refused_naming_the_expected_mid_account(
 def test_repeated_failures_are_slowed_down_whether_the_login_exists_or_not(
     mid_server: MidServer,
 ) -> None:
+    """Failures slow down one (login, client address): the guessing address waits, even with
+    the right password, while the operator's own address keeps working. Addresses are given
+    with X-Forwarded-For, trusted from 127.0.0.1 (uvicorn's default), one per guesser so
+    that no address runs out of its attempt bucket (login_attempts_burst)."""
     from midsourcing import auth
 
     auth.add_operator(mid_server.dsn, "victim", "Victim", "right password", ["ADMINISTRATION"])
+    guesser = {
+        "victim": {"X-Forwarded-For": "192.0.2.1"},
+        "ghost": {"X-Forwarded-For": "192.0.2.2"},
+    }
+    own = {"X-Forwarded-For": "192.0.2.3"}
     answers: dict[str, list[int]] = {}
-    for login in ("victim", "ghost"):
+    for login, headers in guesser.items():
         with mid_server.client(login, "guess") as client:
-            answers[login] = [client.get("/api/v1/connection").status_code for _ in range(5)]
+            answers[login] = [
+                client.get("/api/v1/connection", headers=headers).status_code for _ in range(5)
+            ]
     assert answers["victim"] == answers["ghost"] == [401, 401, 401, 429, 429]
     with mid_server.client("victim", "right password") as client:
-        blocked = client.get("/api/v1/connection")
-    assert blocked.status_code == 429  # even the right password waits
+        blocked = client.get("/api/v1/connection", headers=guesser["victim"])
+        elsewhere = client.get("/api/v1/connection", headers=own)
+    assert blocked.status_code == 429  # the guessing address waits, whatever it sends
     assert int(blocked.headers["retry-after"]) >= 1
+    assert elsewhere.status_code == 200  # the operator's own address is not locked out
     mid_server.query("DELETE FROM mid.login_failure WHERE login = 'victim'")
     with mid_server.client("victim", "right password") as client:
-        assert client.get("/api/v1/connection").status_code == 200
+        assert client.get("/api/v1/connection", headers=guesser["victim"]).status_code == 200
 
 
 def test_chunk_pushed_again_never_duplicates_a_message(mid_server: MidServer) -> None:

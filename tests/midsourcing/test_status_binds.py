@@ -46,7 +46,7 @@ async def test_refused_binds_per_account_with_the_last_status(migrated_db_url: U
         libpq_dsn(migrated_db_url), autocommit=True
     ) as conn:
         await sync_accounts(conn, config)
-        status = await collect(conn, config)
+        status = await collect(conn, config, None)  # every operator's accounts
     [account] = [a for a in status.accounts if a.name == ACCOUNT]
     assert account.binds_refused == 3 and account.last_refusal == "ESME_RINVPASWD"
     page = render(status, "ops")

@@ -26,7 +26,7 @@ def engine_for(url: URL) -> Engine:
     return create_engine(url, poolclass=pool.NullPool)
 
 
-MID_HEAD, MARKETING_HEAD = "mid_0008", "marketing_0003"
+MID_HEAD, MARKETING_HEAD = "mid_0010", "marketing_0003"
 
 
 def test_one_head_per_branch() -> None:

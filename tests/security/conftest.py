@@ -6,7 +6,8 @@ Operators: `ops` (ADMINISTRATION, accounts ops_sms and ops_off), `viewer` (no ri
 `rival` (ADMINISTRATION, account rival_sms), `acme` and `acme_fr` (ADMINISTRATION; the
 account acme_fr_sms belongs to acme_fr, and its name is what acme + marketing account
 `fr_sms` would give). Failed logins are not slowed down here (login_free_failures 100),
-so that a walk of every endpoint with a wrong password gets 401, not 429.
+nor rate-limited by client address (login_attempts_burst 10,000), so that a walk of every
+endpoint with a wrong password gets 401, not 429; a test may set other limits.
 `self_signed(folder)` makes a certificate for 127.0.0.1 and its key, encrypted with a
 password, with the openssl command.
 """
@@ -77,7 +78,8 @@ def _account(name: str, operator: str, system_id: str) -> dict[str, Any]:
 
 def start_server(db: URL, folder: Path, **mid: Any) -> tuple[uvicorn.Server, MidServer]:
     port = free_port()
-    document = mid_settings(port, login_free_failures=100, **mid)
+    limits = {"login_free_failures": 100, "login_attempts_burst": 10_000}
+    document = mid_settings(port, **{**limits, **mid})
     document["accounts"] += [
         _account("rival_sms", "rival", "rival"),
         _account("acme_fr_sms", "acme_fr", "acmefr"),
