@@ -2,8 +2,8 @@
 by the tests themselves, and a Python client for its control channel.
 
 `node_smsc` (session fixture) makes sure Node.js and npm exist (`./run tests` installs
-Debian's `nodejs` and `npm` when they are missing; the tests are skipped, with the reason,
-only when neither is there) and runs `npm ci` in this directory when `node_modules` is
+Debian's `nodejs` and `npm` when they are missing; without them the tests fail, naming
+what is missing) and runs `npm ci` in this directory when `node_modules` is
 missing or older than `package-lock.json`. `independent_smsc(tmp_path, **options)` starts
 one SMSC on free ports (`node smsc.js --record FILE --config JSON`), yields an
 `IndependentSmsc`, and stops it with SIGTERM (SIGKILL if it lingers) on the way out.
