@@ -270,6 +270,7 @@ def demo_folder(data_dir: str | None) -> Iterator[Path]:
         yield folder
         return
     folder = Path(tempfile.mkdtemp(prefix="smsmta-demo-", dir="/tmp"))
+    folder.chmod(0o711)  # the embedded PostgreSQL's system user must traverse it (as root)
     try:
         yield folder
     finally:

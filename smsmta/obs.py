@@ -357,7 +357,8 @@ MID_REQUEST_SECONDS = Histogram(
 )
 MID_AUTH_FAILURES = Counter(
     "smsmta_mid_auth_failures",
-    "refused authentications: bad_credentials, bad_token, missing, throttled, forbidden",
+    "refused authentications: bad_credentials, bad_token, missing, throttled, busy (hashing "
+    "queue full), forbidden, token_renewal (renewal without the password)",
     ["reason"],
 )
 MID_PUSHED_CHUNKS = Counter("smsmta_mid_pushed_chunks", "push chunks accepted", ["account"])

@@ -922,7 +922,11 @@ def receivers_on_login(account: Account) -> int:
     if account.connection.mode is not Mode.TX_RX:
         return 0
     c, r = account.connection, account.receiver_settings
-    same = (c.server, c.port, c.system_id) == (r.server, r.port, r.system_id)
+    same = (smpp_server_key(c.server), c.port, c.system_id) == (
+        smpp_server_key(r.server),
+        r.port,
+        r.system_id,
+    )
     return c.connections if same else 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -44,9 +45,29 @@ def pg_server_url() -> Iterator[URL]:
     if named:
         yield normalize_url(named)
         return
-    root = Path(tempfile.mkdtemp(prefix="smsmta-tests-", dir="/tmp"))
+    root = embedded_home("smsmta-tests-")
     with embedded(root / "pgdata") as url:
         yield url
+
+
+def embedded_home(prefix: str) -> Path:
+    """A new folder under /tmp where an embedded PostgreSQL may live: mkdtemp makes it
+    0700, which the server's system user (as root) could not traverse; 0711 lets it pass
+    without letting anyone list the folder."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    folder.chmod(0o711)
+    return folder
+
+
+@pytest.fixture
+def embedded_tmp() -> Iterator[Path]:
+    """Like tmp_path, for tests that start an embedded PostgreSQL inside it (pytest's
+    own temporary folders are 0700)."""
+    folder = embedded_home("smsmta-test-")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager

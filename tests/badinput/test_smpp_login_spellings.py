@@ -66,3 +66,25 @@ def test_different_servers_stay_different(tmp_path: Path, first: str, second: st
     path.write_text("kind: mid\naccounts:\n" + account("a", first) + account("b", second))
     assert len(load(path).accounts) == 2
     assert settings.smpp_server_key(first) != settings.smpp_server_key(second)
+
+
+def test_a_receiver_on_the_same_login_written_otherwise_counts_against_max_binds(
+    tmp_path: Path,
+) -> None:
+    """A tx_rx account whose receiver names the transmitter's server another way shares
+    its login: the SMS process's receiver binds count against max_binds, so a max_binds
+    that leaves the MTA no bind is refused however the server is written."""
+    path = tmp_path / "mid.yaml"
+    path.write_text(
+        "kind: mid\naccounts:\n"
+        "  - name: ops_a\n    operator: ops\n"
+        "    connection:\n      mode: tx_rx\n      smsc_name: Sim\n      server: localhost\n"
+        "      port: 2775\n      system_id: alpha\n      password: secret\n"
+        "      connections: 2\n"
+        "    receiver:\n      server: 127.0.0.1\n      port: 2775\n      system_id: alpha\n"
+        "      password: secret\n"
+        "    throughput:\n      max_binds: 2\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert [issue.field for issue in caught.value.issues] == ["throughput.max_binds"]

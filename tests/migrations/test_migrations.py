@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session
 from smsmta import db
 from smsmta.db import migrate
 from smsmta.db.engine import DATABASE_URL_ENV, EMBEDDED_DIR_ENV
+from tests.conftest import embedded_home
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def engine_for(url: URL) -> Engine:
     return create_engine(url, poolclass=pool.NullPool)
 
 
-MID_HEAD, MARKETING_HEAD = "mid_0010", "marketing_0003"
+MID_HEAD, MARKETING_HEAD = "mid_0011", "marketing_0003"
 
 
 def test_one_head_per_branch() -> None:
@@ -238,7 +238,7 @@ def test_db_upgrade_command_against_a_url(fresh_db_url: URL) -> None:
 
 @pytest.mark.timeout(180)
 def test_db_upgrade_command_against_the_embedded_default() -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="smsmta-embedded-", dir="/tmp")) / "pgdata"
+    data_dir = embedded_home("smsmta-embedded-") / "pgdata"
     env = {k: v for k, v in os.environ.items() if k != DATABASE_URL_ENV}
     env[EMBEDDED_DIR_ENV] = str(data_dir)
     result = cli("db", "upgrade", env=env)

@@ -47,8 +47,8 @@ def running(processes: list[psutil.Process]) -> list[str]:
 
 
 @pytest.mark.timeout(150)
-def test_sigterm_stops_the_whole_demo_stack(tmp_path: Path) -> None:
-    folder = tmp_path / "demo"
+def test_sigterm_stops_the_whole_demo_stack(embedded_tmp: Path) -> None:
+    folder = embedded_tmp / "demo"
     env = {k: v for k, v in os.environ.items() if k != DATABASE_URL_ENV}
     env["COLUMNS"] = "120"
     demo = subprocess.Popen(

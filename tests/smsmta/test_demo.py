@@ -16,12 +16,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.timeout(180)
-def test_demo_delivers_and_prints_the_kpis(tmp_path: Path) -> None:
+def test_demo_delivers_and_prints_the_kpis(embedded_tmp: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != DATABASE_URL_ENV}
     env["COLUMNS"] = "120"
     result = subprocess.run(
         [sys.executable, "-m", "smsmta.cli", "demo", "--messages", "200",
-         "--data-dir", str(tmp_path / "demo")],
+         "--data-dir", str(embedded_tmp / "demo")],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -40,17 +40,17 @@ def test_demo_delivers_and_prints_the_kpis(tmp_path: Path) -> None:
     assert "/metrics" in output and "Logs (JSON lines)" in output
     # every service stopped cleanly: nothing of the demo is left running
     leftovers = subprocess.run(
-        ["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True
+        ["pgrep", "-f", str(embedded_tmp / "demo")], capture_output=True, text=True
     )
     assert leftovers.stdout.strip() == ""
-    logs = tmp_path / "demo" / "logs"
+    logs = embedded_tmp / "demo" / "logs"
     assert {path.name for path in logs.iterdir()} >= {
         "mid.log", "mta.log", "sms-process.log", "marketing.log", "smsc-sim.log"
     }  # fmt: skip
 
 
 @pytest.mark.timeout(180)
-def test_every_service_exposes_what_the_dashboard_and_alerts_use(tmp_path: Path) -> None:
+def test_every_service_exposes_what_the_dashboard_and_alerts_use(embedded_tmp: Path) -> None:
     """The demo's stack, scraped: each metric the dashboard or a rule uses is served."""
     import signal
     import urllib.request
@@ -66,7 +66,7 @@ def test_every_service_exposes_what_the_dashboard_and_alerts_use(tmp_path: Path)
     env["COLUMNS"] = "120"
     demo = subprocess.Popen(
         [sys.executable, "-m", "smsmta.cli", "demo", "--messages", "100", "--keep-running",
-         "--data-dir", str(tmp_path / "demo")],
+         "--data-dir", str(embedded_tmp / "demo")],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
