@@ -1,6 +1,6 @@
 """How fast the SMPP codec encodes and decodes, on one core, and under which conditions.
 
-What it does: times `smpp.codec.encode` (a built PDU -> bytes) and `smpp.codec.decode`
+What it does: times `smsmta.smpp.codec.encode` (a built PDU -> bytes) and `smsmta.smpp.codec.decode`
 (one frame -> PDU) for the three PDUs that carry an MTA's traffic: a typical one-part MT
 ``submit_sm`` with a few TLVs, its ``submit_sm_resp``, and a ``deliver_sm`` carrying an
 Annex B delivery receipt with the receipted_message_id and message_state TLVs. Also times
@@ -29,9 +29,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.receipts import cpu_model
-from smpp.codec import Framer, decode, encode
-from smpp.constants import EsmClass, MessageState, Npi, Tag, Ton
-from smpp.pdu import DeliverSm, SubmitSm, SubmitSmResp
+from smsmta.smpp.codec import Framer, decode, encode
+from smsmta.smpp.constants import EsmClass, MessageState, Npi, Tag, Ton
+from smsmta.smpp.pdu import DeliverSm, SubmitSm, SubmitSmResp
 
 TARGET_PER_SECOND = 200_000
 

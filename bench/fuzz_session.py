@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psycopg
 import structlog
 
-from smpp.aio import BaseHandler, SmppClient
 from smsmta.db import migrate
 from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url
+from smsmta.smpp.aio import BaseHandler, SmppClient
 from tests.badinput.smpp_fuzzer import (
     ESME_RX,
     ESME_TX,

@@ -83,7 +83,7 @@ def simulator_process(port: int, submits: Any, ready: Any, stop: Any) -> None:
     import structlog
     import uvloop
 
-    from smpp.simulator import SimulatorConfig, Smsc
+    from smsmta.simulator import SimulatorConfig, Smsc
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with contextlib.suppress(PermissionError):

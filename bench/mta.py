@@ -39,12 +39,12 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from smpp.simulator import SimulatorConfig, Smsc  # noqa: E402
 from smsmta.accounts import sync_accounts  # noqa: E402
 from smsmta.db import migrate  # noqa: E402
 from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url  # noqa: E402
 from smsmta.enqueue import DeliverySpec, create_delivery, enqueue  # noqa: E402
 from smsmta.settings import load  # noqa: E402
+from smsmta.simulator import SimulatorConfig, Smsc  # noqa: E402
 
 
 def simulator_process(port: int, record: bool, ready, conn) -> None:

@@ -50,14 +50,14 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from smpp.aio import BaseHandler, BindKind, BindSettings, SmppClient  # noqa: E402
-from smpp.pdu import SubmitSm  # noqa: E402
-from smpp.simulator import SimulatorConfig, Smsc  # noqa: E402
 from smsmta.accounts import sync_accounts  # noqa: E402
 from smsmta.db import migrate  # noqa: E402
 from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url  # noqa: E402
 from smsmta.enqueue import DeliverySpec, create_delivery  # noqa: E402
 from smsmta.settings import MidConfig  # noqa: E402
+from smsmta.simulator import SimulatorConfig, Smsc  # noqa: E402
+from smsmta.smpp.aio import BaseHandler, BindKind, BindSettings, SmppClient  # noqa: E402
+from smsmta.smpp.pdu import SubmitSm  # noqa: E402
 
 
 def cpu_model() -> str:

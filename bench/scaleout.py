@@ -57,11 +57,11 @@ sys.path.insert(0, str(ROOT))
 from midsourcing import auth  # noqa: E402
 from midsourcing.client import MidClient  # noqa: E402
 from midsourcing.schemas import DeliveryCreate, Message  # noqa: E402
-from smpp.simulator import SimulatorConfig, Smsc  # noqa: E402
 from smsmta.db import migrate  # noqa: E402
 from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url  # noqa: E402
 from smsmta.demo import free_port  # noqa: E402
 from smsmta.settings import MarketingAccount  # noqa: E402
+from smsmta.simulator import SimulatorConfig, Smsc  # noqa: E402
 
 PASSWORD = "scale-out bench password"
 CHUNK = 5_000

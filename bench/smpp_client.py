@@ -25,10 +25,10 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from smpp.aio import BaseHandler, BindSettings, SmppConnection, connect
-from smpp.pdu import SubmitSm
-from smpp.session import Response, Timeouts
-from smpp.simulator import SimulatorConfig, Smsc
+from smsmta.simulator import SimulatorConfig, Smsc
+from smsmta.smpp.aio import BaseHandler, BindSettings, SmppConnection, connect
+from smsmta.smpp.pdu import SubmitSm
+from smsmta.smpp.session import Response, Timeouts
 
 
 def run_simulator(port: int, resp_delay_ms: float, ready: multiprocessing.Event) -> None:
@@ -149,7 +149,7 @@ def main() -> None:
         (line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line),
         platform.processor(),
     )
-    print("SMPP client benchmark: smpp.aio client -> smpp.simulator over 127.0.0.1")
+    print("SMPP client benchmark: smsmta.smpp.aio client -> smsmta.simulator over 127.0.0.1")
     print(f"  python      {platform.python_implementation()} {platform.python_version()}, uvloop")
     print(f"  cpu         {cpu}, {psutil.cpu_count()} cores, load {psutil.getloadavg()[0]:.2f}")
     print("  processes   client and simulator in separate processes; 1 transmitter bind")

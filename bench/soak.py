@@ -59,12 +59,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.receipts import cpu_model, postmaster_pid  # noqa: E402
-from smpp.simulator import SimulatorConfig, Smsc  # noqa: E402
 from smsmta.accounts import sync_accounts  # noqa: E402
 from smsmta.db import migrate  # noqa: E402
 from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url  # noqa: E402
 from smsmta.enqueue import DeliverySpec, create_delivery, enqueue  # noqa: E402
 from smsmta.settings import MidConfig, load  # noqa: E402
+from smsmta.simulator import SimulatorConfig, Smsc  # noqa: E402
 
 ACCOUNT = "soak_sms"
 FAULTS = ("kill-child", "drop-links", "kill-sms", "restart-mta")

@@ -1,4 +1,4 @@
-"""Encode + split rate of typical MT texts, and decode rate of an MO part, in `smpp.text`.
+"""Encode + split rate of typical MT texts, and decode rate of an MO part, in `smsmta.smpp.text`.
 
 Prints messages per second, one thread, for: a 1-part GSM7 text (the MTA's hot path), a
 3-part GSM7 text with extension characters, a 1-part UCS-2 text (emoji), a French text
@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from smpp.text import decode_short_message, encode_message
+from smsmta.smpp.text import decode_short_message, encode_message
 
 ENCODE_CASES: dict[str, tuple[str, dict[str, object]]] = {
     "1-part GSM7, 84 chars": (
@@ -57,7 +57,7 @@ def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
     python = f"{platform.python_implementation()} {platform.python_version()}"
     print(
-        f"smpp.text: {python}, {platform.machine()}, {os.cpu_count()} CPUs "
+        f"smsmta.smpp.text: {python}, {platform.machine()}, {os.cpu_count()} CPUs "
         f"(one thread used), {seconds:g} s per case"
     )
     for label, (text, kwargs) in ENCODE_CASES.items():

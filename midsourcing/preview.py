@@ -1,6 +1,6 @@
 """What the phone will get: a message previewed with a mid account's own settings.
 
-`preview()` encodes each text exactly as the MTA will (smpp.text.encode_message with the
+`preview()` encodes each text exactly as the MTA will (smsmta.smpp.text.encode_message with the
 account's encoding mapping, transliteration and message_payload settings, see
 mta.submit.MtBuilder) and reports the encoding and data_coding chosen, the characters
 transliterated and the one that forced a wider encoding, the parts and where each ends in
@@ -23,8 +23,8 @@ from midsourcing.schemas import (
     PreviewText,
     SmsOptions,
 )
-from smpp.text import MAX_PARTS, TextError, UnencodableText, encode_message
 from smsmta.settings import Account
+from smsmta.smpp.text import MAX_PARTS, TextError, UnencodableText, encode_message
 
 
 def sender(account: Account, options: SmsOptions) -> tuple[str, str]:

@@ -30,8 +30,8 @@ from typing import Any
 import psycopg
 
 from mta.submit import DeliveryOptions
-from smpp.pdu import Pdu
 from smsmta.numbers import NumberError, blacklist_scope, canonical
+from smsmta.smpp.pdu import Pdu
 
 CLAIM = """
 WITH due AS (

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING
 import psycopg
 import structlog
 
-from smpp.aio import SmppConnection
-from smpp.constants import status_name
-from smpp.session import Expired, Response
-from smpp.text import TextError
 from smsmta import obs
 from smsmta.replies import Reply, claim, forget, reply_pdus
+from smsmta.smpp.aio import SmppConnection
+from smsmta.smpp.constants import status_name
+from smsmta.smpp.session import Expired, Response
+from smsmta.smpp.text import TextError
 
 if TYPE_CHECKING:
     from mta.sender import AccountSender

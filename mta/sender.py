@@ -25,7 +25,7 @@ Answers go through the retry policy (`mta.retry`) and the writer (`mta.writer`);
 throttling answers feed AIMD and put the part back after a back-off; a part with no
 answer (timeout, lost link) is sent again at once, flagged as a possible duplicate, and
 a timeout resets its bind first: the parts in flight on it are resent on a new bind.
-Touches: SMPP connections (through smpp.aio), the database (claims), metrics.
+Touches: SMPP connections (through smsmta.smpp.aio), the database (claims), metrics.
 """
 
 from __future__ import annotations
@@ -46,17 +46,17 @@ from mta.retry import RetryPolicy, Verdict
 from mta.submit import MtBuilder
 from mta.throttle import Aimd, RateLimiter, SmscWindow
 from mta.writer import Callback, Writer
-from smpp.aio import BaseHandler, BindKind, SmppClient, SmppConnection
-from smpp.constants import CommandStatus, is_throttling, status_name
-from smpp.pdu import Pdu
-from smpp.receipt import IdFormat, format_id, submit_error_log
-from smpp.session import Expired, Response
-from smpp.text import TextError
 from sms_process.inbox import Inbox, handle_request
 from smsmta import obs
 from smsmta.binds import BindWatch, bind_settings
 from smsmta.db import FailureType
 from smsmta.settings import Account, Mode
+from smsmta.smpp.aio import BaseHandler, BindKind, SmppClient, SmppConnection
+from smsmta.smpp.constants import CommandStatus, is_throttling, status_name
+from smsmta.smpp.pdu import Pdu
+from smsmta.smpp.receipt import IdFormat, format_id, submit_error_log
+from smsmta.smpp.session import Expired, Response
+from smsmta.smpp.text import TextError
 
 log = structlog.get_logger("mta.sender")
 

@@ -19,7 +19,7 @@ the delivery's options:
   delivery's value, message_payload in payload mode, and user_message_reference (the low
   16 bits of the broad_log id) so that a peer can count duplicates.
 
-Raises smpp.text.TextError (UnencodableText, TooManyParts) for a text that cannot go.
+Raises smsmta.smpp.text.TextError (UnencodableText, TooManyParts) for a text that cannot go.
 Pure: touches nothing.
 """
 
@@ -29,10 +29,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from smpp.constants import EsmClass, Npi, Tag, Ton
-from smpp.pdu import Pdu, SubmitSm
-from smpp.text import TextError, encode_message
 from smsmta.settings import Account
+from smsmta.smpp.constants import EsmClass, Npi, Tag, Ton
+from smsmta.smpp.pdu import Pdu, SubmitSm
+from smsmta.smpp.text import TextError, encode_message
 
 TRANSMISSION_SUBUNIT = {"normal": 0, "flash": 1, "mobile_equipment": 2, "sim": 3}
 _NOT_DIGITS = re.compile(r"\D+")

@@ -2,7 +2,7 @@
 
 Whoever holds a receiving bind (the SMS process's receivers in TX+RX mode, an MTA
 child's transceivers in TRX mode) hands each request to `Inbox.add(account_id, pdu,
-ack)`. The inbox encodes the PDU as SMPP does (smpp.codec), queues it, and writes
+ack)`. The inbox encodes the PDU as SMPP does (smsmta.smpp.codec), queues it, and writes
 everything queued in ONE transaction (COPY into `mid.inbox`), flushing back to back:
 while one batch commits the next gathers, so the batch size follows the load and no
 PDU waits for a timer. Only after the commit are the batch's `ack` callbacks called (they
@@ -41,13 +41,13 @@ from typing import TYPE_CHECKING
 import psycopg
 import structlog
 
-from smpp import codec
-from smpp.constants import CommandId, EsmClass
-from smpp.pdu import Pdu
 from smsmta.db import InboxKind
+from smsmta.smpp import codec
+from smsmta.smpp.constants import CommandId, EsmClass
+from smsmta.smpp.pdu import Pdu
 
 if TYPE_CHECKING:
-    from smpp.aio import SmppConnection
+    from smsmta.smpp.aio import SmppConnection
 
 log = structlog.get_logger("sms_process.inbox")
 

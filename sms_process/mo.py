@@ -2,8 +2,8 @@
 
 What it does, for a batch of `mid.inbox` MO rows, inside the caller's transaction:
 
-- decodes each deliver_sm / data_sm (smpp.text.decode_short_message: every data_coding,
-  UDH or not) and puts long MOs back together (smpp.text.Reassembler, concatenation UDH or
+- decodes each deliver_sm / data_sm (smsmta.smpp.text.decode_short_message: every data_coding,
+  UDH or not) and puts long MOs back together (smsmta.smpp.text.Reassembler, concatenation UDH or
   SAR TLVs). A part whose message is incomplete stays in the inbox, `held`, so a restart
   loses nothing (`MoHandler.reload` feeds the held parts back); a message still missing
   parts after the reassembly timeout is stored with `[...]` where they are missing;
@@ -41,14 +41,14 @@ from datetime import UTC, datetime
 import psycopg
 import structlog
 
-from smpp import codec
-from smpp.constants import EsmClass
-from smpp.errors import RemoteProtocolError
-from smpp.pdu import Pdu
-from smpp.text import BadSegment, PartialMessage, Reassembler, decode_short_message
 from smsmta import obs
 from smsmta.numbers import NumberError, canonical, sender_key
 from smsmta.settings import Account, AutoReply, ReplyAction
+from smsmta.smpp import codec
+from smsmta.smpp.constants import EsmClass
+from smsmta.smpp.errors import RemoteProtocolError
+from smsmta.smpp.pdu import Pdu
+from smsmta.smpp.text import BadSegment, PartialMessage, Reassembler, decode_short_message
 
 log = structlog.get_logger("sms_process.mo")
 

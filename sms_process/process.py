@@ -86,8 +86,6 @@ import structlog
 from psycopg.conninfo import conninfo_to_dict
 
 from mta.retry import RetryPolicy
-from smpp.aio import BaseHandler, SmppClient, SmppConnection
-from smpp.pdu import Pdu
 from sms_process.expiry import close_receipts
 from sms_process.inbox import NOTIFY_CHANNEL, Inbox, handle_request
 from sms_process.mo import MoHandler, ReplyLimiter
@@ -98,6 +96,8 @@ from smsmta import replies as outbox
 from smsmta.accounts import sync_accounts
 from smsmta.binds import receiver_settings
 from smsmta.settings import Account, MidConfig, Mode, SmsProcessService
+from smsmta.smpp.aio import BaseHandler, SmppClient, SmppConnection
+from smsmta.smpp.pdu import Pdu
 from smsmta.systemd import Notifier, keep_alive
 
 log = structlog.get_logger("sms_process")

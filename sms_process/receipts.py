@@ -2,7 +2,7 @@
 
 What it does (SPEC section 7), for a batch of `mid.inbox` receipt rows:
 
-1. reads each receipt with its account's `ReceiptRules` (smpp.receipt.interpret: id regex,
+1. reads each receipt with its account's `ReceiptRules` (smsmta.smpp.receipt.interpret: id regex,
    SR id format, TLV and Text options; receipted_message_id with the MT-ack id format);
 2. matches the ids to `mid.provider_msg_id` of the same account (the newest row when a
    provider reuses ids), with the message and its delivery, in one query that locks the
@@ -28,7 +28,7 @@ rule; the MTA asks a receipt for the first part only). `all_parts`: a failed par
 message; it is delivered when every part has a delivered receipt of the current attempt.
 
 Text id vs receipted_message_id: when both are present and disagree once formatted, the TLV
-decides (smpp.receipt). Each such receipt is counted (`smsmta_receipt_id_disagreements`, by
+decides (smsmta.smpp.receipt). Each such receipt is counted (`smsmta_receipt_id_disagreements`, by
 account) and the first one of each account is logged once in the process's life, as a
 warning naming the setting that would make the two agree (`id_disagreement_fix`): a
 misconfiguration, not an outage, so one line is enough and the counter tells how many.
@@ -51,13 +51,13 @@ import psycopg
 import structlog
 
 from mta.retry import RetryPolicy, Verdict
-from smpp import codec
-from smpp.errors import RemoteProtocolError
-from smpp.pdu import Pdu
-from smpp.receipt import Outcome, Receipt, ReceiptRules, id_disagreement_fix, interpret
 from smsmta import message_log, obs
 from smsmta.db import FailureType, ReceiptResult
 from smsmta.settings import Account
+from smsmta.smpp import codec
+from smsmta.smpp.errors import RemoteProtocolError
+from smsmta.smpp.pdu import Pdu
+from smsmta.smpp.receipt import Outcome, Receipt, ReceiptRules, id_disagreement_fix, interpret
 
 log = structlog.get_logger("sms_process.receipts")
 

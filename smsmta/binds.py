@@ -35,11 +35,11 @@ from dataclasses import dataclass, replace
 import psycopg
 import structlog
 
-from smpp.aio import BindError, BindKind, BindSettings
-from smpp.constants import CommandStatus
-from smpp.session import Timeouts
 from smsmta import obs
 from smsmta.settings import Account, receivers_on_login
+from smsmta.smpp.aio import BindError, BindKind, BindSettings
+from smsmta.smpp.constants import CommandStatus
+from smsmta.smpp.session import Timeouts
 
 log = structlog.get_logger("smsmta.binds")
 

@@ -490,7 +490,7 @@ def _country(value: str) -> str:
 
 
 def _register_simulator() -> None:
-    from smpp.simulator import cli_command
+    from smsmta.simulator import cli_command
 
     main.add_command(cli_command())
 

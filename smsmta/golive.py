@@ -4,7 +4,7 @@ What it does
     Runs, against the real SMSC of one mid account, what Adobe's set-up guide leaves as a
     manual checklist: bind (transmitter + receiver, or one transceiver in TRX mode), send
     one test MT with registered_delivery on, wait for its receipt, and read that receipt
-    exactly as the SMS process would (`smpp.receipt.interpret` with the account's rules).
+    exactly as the SMS process would (`smsmta.smpp.receipt.interpret` with the account's rules).
     Each step becomes a `Step` (pass / fail / skip, what was seen, and for a failure the
     settings to change, in the account's field names). `Report.ok` is true only when no
     step failed.
@@ -38,7 +38,7 @@ Contract
       only, and reads it from there; the receipt step says where it was found.
 
 What it touches
-    SMPP sockets to the account's SMSC (through smpp.aio: one-shot `connect`, no
+    SMPP sockets to the account's SMSC (through smsmta.smpp.aio: one-shot `connect`, no
     reconnect), the event loop's clock; with max_binds the database's bind slots
     (`mid.mta_lease`, `mid.bind_slot`); with `database_dsn`, reads of `mid.external_account`,
     `mid.inbox` and `mid.receipt`. No settings file (the caller loads it), no metrics.
@@ -60,12 +60,17 @@ from typing import Any
 import psycopg
 
 from mta.submit import DeliveryOptions, MtBuilder
-from smpp import codec
-from smpp.aio import BaseHandler, BindError, BindKind, BindSettings, SmppConnection, connect
-from smpp.constants import CommandStatus, status_name
-from smpp.errors import RemoteProtocolError
-from smpp.pdu import DeliverSm, Pdu
-from smpp.receipt import (
+from sms_process.inbox import kind_of
+from sms_process.receipts import AccountRules
+from smsmta.binds import TestSlots, bind_settings, receiver_settings
+from smsmta.db import InboxKind
+from smsmta.settings import Account, Mode
+from smsmta.smpp import codec
+from smsmta.smpp.aio import BaseHandler, BindError, BindKind, BindSettings, SmppConnection, connect
+from smsmta.smpp.constants import CommandStatus, status_name
+from smsmta.smpp.errors import RemoteProtocolError
+from smsmta.smpp.pdu import DeliverSm, Pdu
+from smsmta.smpp.receipt import (
     TAG_RECEIPTED_MESSAGE_ID,
     IdFormat,
     IdSource,
@@ -76,13 +81,8 @@ from smpp.receipt import (
     id_disagreement_fix,
     interpret,
 )
-from smpp.session import Expired, Response
-from smpp.text import TextError, encode_message
-from sms_process.inbox import kind_of
-from sms_process.receipts import AccountRules
-from smsmta.binds import TestSlots, bind_settings, receiver_settings
-from smsmta.db import InboxKind
-from smsmta.settings import Account, Mode
+from smsmta.smpp.session import Expired, Response
+from smsmta.smpp.text import TextError, encode_message
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 DEFAULT_TEXT = "smsmta go-live test"

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import psycopg
 
-from smpp.constants import EsmClass
-from smpp.pdu import Pdu, SubmitSm
-from smpp.text import encode_message
 from smsmta.settings import Account
+from smsmta.smpp.constants import EsmClass
+from smsmta.smpp.pdu import Pdu, SubmitSm
+from smsmta.smpp.text import encode_message
 
 #: the MTA children's queue channel (mta.child listens; payload: the account id)
 NOTIFY_CHANNEL = "smsmta_queue"
@@ -73,7 +73,7 @@ class Reply:
 
 
 def reply_pdus(account: Account, reply: Reply) -> tuple[Pdu, ...]:
-    """The submit_sm PDUs of one auto-reply (raises smpp.text.TextError)."""
+    """The submit_sm PDUs of one auto-reply (raises smsmta.smpp.text.TextError)."""
     mapping = tuple((rule.data_coding, rule.encoding) for rule in account.smsc.encoding_mapping)
     encoded = encode_message(
         reply.text, mapping, transliterate=account.channel.transliteration, max_parts=10

@@ -42,7 +42,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
-from smpp.receipt import (
+from smsmta.numbers import check_country
+from smsmta.smpp.receipt import (
     DEFAULT_ERROR_REGEX,
     DEFAULT_ID_REGEX,
     DEFAULT_SUCCESS_REGEX,
@@ -50,11 +51,10 @@ from smpp.receipt import (
     check_id_regex,
     check_stat_regex,
 )
-from smsmta.numbers import check_country
 
 DATABASE_URL_ENV = "SMSMTA_DATABASE_URL"
 
-# The encodings smpp.text knows; a test checks this list against smpp.text.ENCODING_NAMES.
+# The encodings smsmta.smpp.text knows (a test checks them against its ENCODING_NAMES).
 EncodingName = Literal[
     "gsm7",
     "gsm7_packed",

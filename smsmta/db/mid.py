@@ -70,7 +70,7 @@ class InboxKind(enum.StrEnum):
 
 
 class ReceiptOutcome(enum.StrEnum):
-    """What the receipt's stat means (smpp.receipt.Outcome)."""
+    """What the receipt's stat means (smsmta.smpp.receipt.Outcome)."""
 
     DELIVERED = "delivered"
     FAILED = "failed"
@@ -365,7 +365,7 @@ class Inbox(MidBase):
     """A deliver_sm / data_sm as received, stored before its response was sent.
 
     No foreign key, like provider_msg_id: it is written at receipt rate and emptied by the
-    SMS process as it handles the rows. `pdu` is the PDU as SMPP encodes it (smpp.codec),
+    SMS process as it handles the rows. `pdu` is the PDU as SMPP encodes it (smsmta.smpp.codec),
     so nothing the SMSC sent is lost. A receipt not matched yet waits here (`next_try_at`,
     `attempts`); a part of a long MO waits, `held`, until its message is complete.
     """

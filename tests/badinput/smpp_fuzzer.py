@@ -39,12 +39,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from smpp.aio import BindKind, BindSettings
-from smpp.codec import DEFAULT_MAX_COMMAND_LENGTH, Framer, decode, encode
-from smpp.constants import RESPONSE_BIT, CommandId, EsmClass, Tag, status_name
-from smpp.constants import CommandStatus as S
-from smpp.errors import RemoteProtocolError
-from smpp.pdu import (
+from smsmta.smpp.aio import BindKind, BindSettings
+from smsmta.smpp.codec import DEFAULT_MAX_COMMAND_LENGTH, Framer, decode, encode
+from smsmta.smpp.constants import RESPONSE_BIT, CommandId, EsmClass, Tag, status_name
+from smsmta.smpp.constants import CommandStatus as S
+from smsmta.smpp.errors import RemoteProtocolError
+from smsmta.smpp.pdu import (
     PDU_CLASSES,
     BindTransceiver,
     DeliverSm,
@@ -58,7 +58,7 @@ from smpp.pdu import (
     UnbindResp,
     error_response,
 )
-from smpp.session import Timeouts
+from smsmta.smpp.session import Timeouts
 
 C = CommandId
 _HEADER = struct.Struct(">IIII")

@@ -27,8 +27,8 @@ import uvicorn
 
 from midsourcing import auth
 from midsourcing.server import uvicorn_config
-from smpp.simulator import Smsc
 from smsmta.settings import MidConfig
+from smsmta.simulator import Smsc
 from tests.midsourcing.conftest import OPS_PASSWORD, free_port
 from tests.mta.conftest import Harness, harness, mid_config, smsc  # noqa: F401
 
@@ -154,8 +154,8 @@ async def test_each_unsendable_message_fails_alone_with_its_reason(
 
 def test_the_mta_fails_a_message_whose_pdu_cannot_be_encoded_instead_of_dying() -> None:
     from mta.submit import DeliveryOptions, MtBuilder
-    from smpp.codec import encode
-    from smpp.text import TextError
+    from smsmta.smpp.codec import encode
+    from smsmta.smpp.text import TextError
 
     document = json.loads(mid_config(2775, smsc={"send_full_phone_number": True}))
     account = MidConfig.model_validate(document).accounts[0]

@@ -29,13 +29,13 @@ from typing import Any
 
 import pytest
 
-from smpp.aio import BaseHandler, SmppClient
-from smpp.codec import encode
-from smpp.constants import CommandId, EsmClass, Tag
-from smpp.constants import CommandStatus as S
-from smpp.errors import RemoteProtocolError
-from smpp.pdu import DeliverSm, GenericNack, SubmitSm
-from smpp.session import Role, Session
+from smsmta.smpp.aio import BaseHandler, SmppClient
+from smsmta.smpp.codec import encode
+from smsmta.smpp.constants import CommandId, EsmClass, Tag
+from smsmta.smpp.constants import CommandStatus as S
+from smsmta.smpp.errors import RemoteProtocolError
+from smsmta.smpp.pdu import DeliverSm, GenericNack, SubmitSm
+from smsmta.smpp.session import Role, Session
 from tests.badinput.smpp_fuzzer import (
     ESME_RX,
     SMSC_TRX,

@@ -25,8 +25,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from smpp.simulator import SimulatorConfig, Smsc
 from smsmta.enqueue import DeliverySpec, create_delivery, enqueue
+from smsmta.simulator import SimulatorConfig, Smsc
 from tests.badinput.smpp_fuzzer import ESME_TX, FakeSmsc, Tally, fuzz_esme, make_cases
 from tests.badinput.test_smpp_fuzz import FUZZ_PDUS, SEED, report
 from tests.mta.conftest import (

@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from smpp.simulator import DEFAULT_FAILURE_STATS, OutcomePicker, SimulatorConfig, Smsc
 from smsmta.db.engine import DATABASE_URL_ENV
+from smsmta.simulator import DEFAULT_FAILURE_STATS, OutcomePicker, SimulatorConfig, Smsc
 from tests.midsourcing.conftest import free_port
 from tests.sms_process.conftest import SmsHarness, sms, sms_config  # noqa: F401
 

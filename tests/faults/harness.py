@@ -55,11 +55,11 @@ from sqlalchemy import URL
 
 from midsourcing.auth import add_operator
 from midsourcing.marketing import create_delivery as create_marketing_delivery
-from smpp.simulator import SimulatorConfig, Smsc
 from smsmta.db import migrate
 from smsmta.db.engine import libpq_dsn, normalize_url
 from smsmta.enqueue import DeliverySpec
 from smsmta.settings import MarketingConfig, MidConfig, load
+from smsmta.simulator import SimulatorConfig, Smsc
 from tests.faults.proxy import TcpProxy
 from tests.midsourcing.conftest import free_port
 from tests.mta.conftest import Mta

@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from smpp.constants import CommandStatus as S
-from smpp.pdu import BindTransmitter, EnquireLink
-from smpp.simulator import Smsc
+from smsmta.simulator import Smsc
+from smsmta.smpp.constants import CommandStatus as S
+from smsmta.smpp.pdu import BindTransmitter, EnquireLink
 from tests.faults.proxy import TcpProxy
 from tests.smpp.test_simulator import HOST, Connect, Esme, eventually, http, mt
 

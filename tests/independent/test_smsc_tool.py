@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from smpp import codec
-from smpp.constants import Tag
-from smpp.pdu import BindTransceiver, DeliverSm, Pdu, SubmitSm
+from smsmta.smpp import codec
+from smsmta.smpp.constants import Tag
+from smsmta.smpp.pdu import BindTransceiver, DeliverSm, Pdu, SubmitSm
 from tests.independent.conftest import independent_smsc
 
 pytestmark = pytest.mark.timeout(30)

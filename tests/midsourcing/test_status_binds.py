@@ -10,13 +10,13 @@ import psycopg
 from sqlalchemy import URL
 
 from midsourcing.status import collect, render
-from smpp.aio import BindError
-from smpp.constants import CommandStatus
 from smsmta import obs
 from smsmta.accounts import sync_accounts
 from smsmta.binds import BindWatch
 from smsmta.db.engine import libpq_dsn
 from smsmta.settings import MidConfig
+from smsmta.smpp.aio import BindError
+from smsmta.smpp.constants import CommandStatus
 
 ACCOUNT = "stat_refused"
 

@@ -24,12 +24,12 @@ import psycopg
 import pytest
 from sqlalchemy import URL
 
-from smpp.simulator import SimulatorConfig, Smsc
 from smsmta.accounts import sync_accounts
 from smsmta.db.engine import DATABASE_URL_ENV, libpq_dsn
 from smsmta.demo import free_port as free_port  # re-exported to the tests
 from smsmta.enqueue import DeliverySpec, create_delivery, enqueue
 from smsmta.settings import MidConfig, load
+from smsmta.simulator import SimulatorConfig, Smsc
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "ops_sms"

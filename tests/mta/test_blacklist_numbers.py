@@ -13,13 +13,13 @@ import psycopg
 from sqlalchemy import URL
 
 from mta.queue import claim
-from smpp import codec
-from smpp.pdu import DeliverSm
 from sms_process.mo import MoHandler
 from smsmta.accounts import sync_accounts
 from smsmta.db.engine import libpq_dsn
 from smsmta.enqueue import DeliverySpec, create_delivery, enqueue
 from smsmta.settings import MidConfig
+from smsmta.smpp import codec
+from smsmta.smpp.pdu import DeliverSm
 
 SHORT_CODE = "38000"
 

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from smpp.simulator import Smsc
 from smsmta.enqueue import DeliverySpec
+from smsmta.simulator import Smsc
 from tests.mta.conftest import Harness, free_port, mid_config
 
 pytestmark = pytest.mark.timeout(240)

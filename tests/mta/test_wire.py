@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from smpp.simulator import SimulatorConfig, Smsc
 from smsmta.enqueue import DeliverySpec
+from smsmta.simulator import SimulatorConfig, Smsc
 from tests.mta.conftest import Harness, mid_config
 
 pytestmark = pytest.mark.timeout(120)

@@ -27,8 +27,8 @@ import pytest
 from midsourcing import auth
 from midsourcing.client import MidClient
 from midsourcing.schemas import DeliveryCreate, Message
-from smpp.simulator import SimulatorConfig, Smsc
 from smsmta.settings import MarketingAccount
+from smsmta.simulator import SimulatorConfig, Smsc
 from tests.e2e.test_midsourcing_e2e import wait_http
 from tests.midsourcing.conftest import free_port
 from tests.mta.test_mta import max_in_any_second

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from smpp.pdu import Pdu
-from smpp.simulator import SimulatorConfig, Smsc
+from smsmta.simulator import SimulatorConfig, Smsc
+from smsmta.smpp.pdu import Pdu
 from tests.sms_process.conftest import SmsHarness, sms, sms_config  # noqa: F401
 
 RULES = [{"keyword": "STOP", "short_code": "38000", "reply": "Bye.", "action": "blacklist"}]

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from smpp.aio import traced
-from smpp.pdu import SubmitSm
 from smsmta import obs
 from smsmta.obs import MASK, redact_secrets
+from smsmta.smpp.aio import traced
+from smsmta.smpp.pdu import SubmitSm
 
 
 @pytest.mark.parametrize(

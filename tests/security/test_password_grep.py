@@ -29,9 +29,9 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from smpp.simulator import SimulatorConfig, Smsc
 from smsmta.cli import main
 from smsmta.db.engine import DATABASE_URL_ENV, libpq_dsn
+from smsmta.simulator import SimulatorConfig, Smsc
 from tests.midsourcing.conftest import free_port
 from tests.security.conftest import KEY_PASSWORD, self_signed
 from tests.sms_process.conftest import SmsHarness, sms, sms_config  # noqa: F401

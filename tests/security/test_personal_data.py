@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from smpp.simulator import SimulatorConfig, Smsc
+from smsmta.simulator import SimulatorConfig, Smsc
 from tests.sms_process.conftest import SmsHarness, sms, sms_config  # noqa: F401
 
 COUNT = 20

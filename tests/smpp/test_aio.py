@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import structlog
 
-from smpp.aio import BaseHandler, BindError, BindKind, BindSettings, SmppClient, connect
-from smpp.constants import CommandStatus as S
-from smpp.constants import Tag
-from smpp.pdu import SubmitSm
-from smpp.session import Expired, Response, Timeouts
-from smpp.simulator import SimulatorConfig, Smsc
+from smsmta.simulator import SimulatorConfig, Smsc
+from smsmta.smpp.aio import BaseHandler, BindError, BindKind, BindSettings, SmppClient, connect
+from smsmta.smpp.constants import CommandStatus as S
+from smsmta.smpp.constants import Tag
+from smsmta.smpp.pdu import SubmitSm
+from smsmta.smpp.session import Expired, Response, Timeouts
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -105,7 +105,7 @@ async def test_wrong_password_is_a_bind_error(smsc: Smsc) -> None:
 
 async def silent_server(answer_bind: bool) -> tuple[asyncio.Server, int]:
     """A server that never answers the bind, or answers it and then says nothing more."""
-    from smpp.codec import Framer, decode, encode
+    from smsmta.smpp.codec import Framer, decode, encode
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         framer = Framer()
@@ -284,9 +284,9 @@ async def test_stop_waits_for_answers_then_unbinds(smsc: Smsc) -> None:
 
 async def test_gsm7_ucs2_and_multipart_messages_get_their_receipts(smsc: Smsc) -> None:
     """What smpplib does in test_simulator_smpplib.py, done by our own client and text code."""
-    from smpp.constants import EsmClass
-    from smpp.receipt import Outcome, ReceiptRules, interpret
-    from smpp.text import encode_message
+    from smsmta.smpp.constants import EsmClass
+    from smsmta.smpp.receipt import Outcome, ReceiptRules, interpret
+    from smsmta.smpp.text import encode_message
 
     recorder = Recorder()
     conn = await connect(settings(smsc.port, kind=BindKind.TRANSCEIVER), recorder)

@@ -1,4 +1,4 @@
-"""smpp.codec / smpp.pdu: golden vectors, round trips, field limits, decode errors, framing.
+"""smsmta.smpp.codec and .pdu: golden vectors, round trips, field limits, decode errors, framing.
 
 The golden vectors are written by hand from SMPP 3.4 (one per command), field by field,
 and a few are cross-checked against PyPI's smpplib, an independent implementation.
@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smpp import codec
-from smpp.codec import Framer, decode, encode, reference_decode, reference_encode
-from smpp.constants import (
+from smsmta.smpp import codec
+from smsmta.smpp.codec import Framer, decode, encode, reference_decode, reference_encode
+from smsmta.smpp.constants import (
     CommandId,
     CommandStatus,
     EsmClass,
@@ -29,8 +29,8 @@ from smpp.constants import (
     is_throttling,
     status_name,
 )
-from smpp.errors import LocalProtocolError, RemoteProtocolError, SmppError
-from smpp.pdu import (
+from smsmta.smpp.errors import LocalProtocolError, RemoteProtocolError, SmppError
+from smsmta.smpp.pdu import (
     CSTRING,
     DEST_ADDRESS_LIST,
     DEST_ADDRESSES,

@@ -27,9 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smpp.codec import _DECODERS, Framer, decode, encode, reference_decode
-from smpp.errors import RemoteProtocolError
-from smpp.pdu import (
+from smsmta.smpp.codec import _DECODERS, Framer, decode, encode, reference_decode
+from smsmta.smpp.errors import RemoteProtocolError
+from smsmta.smpp.pdu import (
     CSTRING,
     DEST_ADDRESSES,
     INT8,

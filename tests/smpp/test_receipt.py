@@ -1,4 +1,4 @@
-"""smpp.receipt: id formats, Annex B, id extraction, TLV options, classification, message log."""
+"""smsmta.smpp.receipt: id formats, Annex B, id extraction, TLV options, classification, log."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smpp.receipt import (
+from smsmta.smpp.receipt import (
     DEFAULT_ERROR_REGEX,
     DEFAULT_ID_REGEX,
     DEFAULT_SUCCESS_REGEX,
@@ -826,10 +826,10 @@ def test_regex_objects_are_compiled_once_per_rules():
 
 
 def test_interpret_takes_the_tlvs_of_a_decoded_deliver_sm() -> None:
-    """smpp.codec types TLV values (str, int); interpret must read them as they come."""
-    from smpp.codec import decode, encode
-    from smpp.constants import Tag
-    from smpp.pdu import DeliverSm
+    """smsmta.smpp.codec types TLV values (str, int); interpret must read them as they come."""
+    from smsmta.smpp.codec import decode, encode
+    from smsmta.smpp.constants import Tag
+    from smsmta.smpp.pdu import DeliverSm
 
     uuid = "3f2b8c1e-9a4d-4e55-b6a1-0c7d2e9f1a22"
     wire = encode(

@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from smpp.codec import encode
-from smpp.constants import CommandId as C
-from smpp.constants import CommandStatus as S
-from smpp.errors import LocalProtocolError, RemoteProtocolError
-from smpp.pdu import (
+from smsmta.smpp.codec import encode
+from smsmta.smpp.constants import CommandId as C
+from smsmta.smpp.constants import CommandStatus as S
+from smsmta.smpp.errors import LocalProtocolError, RemoteProtocolError
+from smsmta.smpp.pdu import (
     BindReceiver,
     BindTransceiver,
     BindTransmitter,
@@ -24,7 +24,7 @@ from smpp.pdu import (
     SubmitSmResp,
     Unbind,
 )
-from smpp.session import (
+from smsmta.smpp.session import (
     CONNECTION_CLOSED,
     DEFAULT_TIMEOUTS,
     MAX_SEQUENCE,

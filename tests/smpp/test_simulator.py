@@ -1,7 +1,7 @@
 """The SMSC simulator over real sockets on 127.0.0.1, driven by a small ESME built on Session.
 
 No mocks: every test starts an `Smsc` on an ephemeral port and talks SMPP to it through
-`Esme` below (asyncio streams + `smpp.session.Session` in Role.ESME), and HTTP to its
+`Esme` below (asyncio streams + `smsmta.smpp.session.Session` in Role.ESME), and HTTP to its
 control endpoint through `http()`.
 """
 
@@ -21,11 +21,20 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from smpp.codec import encode
-from smpp.constants import CommandStatus as S
-from smpp.constants import EsmClass, MessageState, Tag, Ton
-from smpp.errors import RemoteProtocolError
-from smpp.pdu import (
+from smsmta.simulator import (
+    DEFAULT_FAILURE_STATS,
+    STAT_STATES,
+    OutcomePicker,
+    SimulatorConfig,
+    Smsc,
+    cli_command,
+    parse_failure_stats,
+)
+from smsmta.smpp.codec import encode
+from smsmta.smpp.constants import CommandStatus as S
+from smsmta.smpp.constants import EsmClass, MessageState, Tag, Ton
+from smsmta.smpp.errors import RemoteProtocolError
+from smsmta.smpp.pdu import (
     BindReceiver,
     BindTransceiver,
     BindTransmitter,
@@ -42,18 +51,17 @@ from smpp.pdu import (
     SubmitSm,
     Unbind,
 )
-from smpp.receipt import parse_annex_b
-from smpp.session import CONNECTION_CLOSED, NEED_DATA, Response, Role, Session, Stray, Timeouts
-from smpp.simulator import (
-    DEFAULT_FAILURE_STATS,
-    STAT_STATES,
-    OutcomePicker,
-    SimulatorConfig,
-    Smsc,
-    cli_command,
-    parse_failure_stats,
+from smsmta.smpp.receipt import parse_annex_b
+from smsmta.smpp.session import (
+    CONNECTION_CLOSED,
+    NEED_DATA,
+    Response,
+    Role,
+    Session,
+    Stray,
+    Timeouts,
 )
-from smpp.text import decode_short_message, parse_udh
+from smsmta.smpp.text import decode_short_message, parse_udh
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
@@ -839,7 +847,7 @@ def test_cli_command_help() -> None:
 
 async def test_cli_runs_on_uvloop_until_sigterm() -> None:
     code = (
-        "from smpp.simulator import cli_command; "
+        "from smsmta.simulator import cli_command; "
         "cli_command()(['--host', '127.0.0.1', '--port', '0', '--control-port', '0'])"
     )
     process = await asyncio.create_subprocess_exec(

@@ -17,8 +17,8 @@ import smpplib.client
 import smpplib.consts
 import smpplib.gsm
 
-from smpp.receipt import parse_annex_b
-from smpp.simulator import SimulatorConfig, Smsc
+from smsmta.simulator import SimulatorConfig, Smsc
+from smsmta.smpp.receipt import parse_annex_b
 
 HOST = "127.0.0.1"
 DEADLINE = 15.0

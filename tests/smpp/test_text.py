@@ -1,11 +1,11 @@
-"""smpp.text encoding side: tables, encoding choice, capacities, splitting, golden bytes."""
+"""smsmta.smpp.text encoding side: tables, encoding choice, capacities, splitting, golden bytes."""
 
 from __future__ import annotations
 
 import pytest
 
-from smpp import gsm_tables
-from smpp.text import (
+from smsmta.smpp import gsm_tables
+from smsmta.smpp.text import (
     DEFAULT_MAPPING,
     ENCODING_NAMES,
     PayloadTooLong,

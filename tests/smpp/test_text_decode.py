@@ -1,10 +1,10 @@
-"""smpp.text receiving side: data_coding groups, UDH parsing, GSM7 decoding, reassembly."""
+"""smsmta.smpp.text receiving side: data_coding groups, UDH parsing, GSM7 decoding, reassembly."""
 
 from __future__ import annotations
 
 import pytest
 
-from smpp.text import (
+from smsmta.smpp.text import (
     BadSegment,
     Concat,
     MalformedUDH,

@@ -1,4 +1,4 @@
-"""smpp.text properties, checked by Hypothesis over arbitrary text and octets."""
+"""smsmta.smpp.text properties, checked by Hypothesis over arbitrary text and octets."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from smpp import gsm_tables
-from smpp.text import (
+from smsmta.smpp import gsm_tables
+from smsmta.smpp.text import (
     DEFAULT_MAPPING,
     DecodedMessage,
     EncodedMessage,

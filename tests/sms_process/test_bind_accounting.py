@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from smpp.pdu import Pdu
-from smpp.simulator import SimulatorConfig, Smsc
-from smpp.text import decode_short_message
+from smsmta.simulator import SimulatorConfig, Smsc
+from smsmta.smpp.pdu import Pdu
+from smsmta.smpp.text import decode_short_message
 from tests.sms_process.conftest import SmsHarness, sms_config
 
 pytestmark = pytest.mark.timeout(90)

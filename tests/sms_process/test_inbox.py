@@ -8,11 +8,11 @@ from collections.abc import Callable
 import psycopg
 from sqlalchemy import URL
 
-from smpp import codec
-from smpp.pdu import DeliverSm
 from sms_process.inbox import Inbox, kind_of
 from smsmta.db import InboxKind
 from smsmta.db.engine import libpq_dsn
+from smsmta.smpp import codec
+from smsmta.smpp.pdu import DeliverSm
 
 
 def receipt(n: int) -> DeliverSm:

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from smpp.simulator import SimulatorConfig, Smsc
 from sms_process.process import LOCK_KEY, RECONNECT_FIRST, RECONNECT_MAX, Outage
+from smsmta.simulator import SimulatorConfig, Smsc
 from tests.sms_process.conftest import Service, SmsHarness, sms_config
 
 pytestmark = pytest.mark.timeout(90)

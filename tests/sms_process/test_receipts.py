@@ -18,13 +18,13 @@ from sqlalchemy import URL
 from structlog.testing import capture_logs
 
 from mta.retry import RetryPolicy
-from smpp import codec
-from smpp.pdu import DeliverSm
 from sms_process.receipts import AccountRules, InboxRow, Reconciler
 from smsmta.accounts import sync_accounts
 from smsmta.db.engine import libpq_dsn
 from smsmta.enqueue import DeliverySpec, create_delivery
 from smsmta.settings import MidConfig
+from smsmta.smpp import codec
+from smsmta.smpp.pdu import DeliverSm
 from tests.sms_process.conftest import connect, sms_config
 
 _ids = count(1)

@@ -14,11 +14,11 @@ import structlog
 from prometheus_client import REGISTRY
 from sqlalchemy import URL
 
-from smpp.aio import BaseHandler, BindKind, SmppClient, SmppConnection
-from smpp.simulator import SimulatorConfig, Smsc
 from smsmta import binds, settings
 from smsmta.accounts import sync_accounts
 from smsmta.db.engine import libpq_dsn
+from smsmta.simulator import SimulatorConfig, Smsc
+from smsmta.smpp.aio import BaseHandler, BindKind, SmppClient, SmppConnection
 
 
 def mid_file(

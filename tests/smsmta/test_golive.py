@@ -17,11 +17,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from smpp.aio import BindError, BindSettings, connect
-from smpp.constants import CommandStatus
-from smpp.pdu import SubmitSm
-from smpp.receipt import IdFormat, ReceiptRules, interpret
-from smpp.simulator import SimulatorConfig, Smsc
 from smsmta import golive
 from smsmta.cli import main
 from smsmta.golive import (
@@ -39,6 +34,11 @@ from smsmta.golive import (
     suggest_id_regex,
 )
 from smsmta.settings import Account
+from smsmta.simulator import SimulatorConfig, Smsc
+from smsmta.smpp.aio import BindError, BindSettings, connect
+from smsmta.smpp.constants import CommandStatus
+from smsmta.smpp.pdu import SubmitSm
+from smsmta.smpp.receipt import IdFormat, ReceiptRules, interpret
 from tests.sms_process.conftest import SmsHarness, sms, sms_config  # noqa: F401 (fixture)
 
 TO = "+33612345678"

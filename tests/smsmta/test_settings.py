@@ -190,7 +190,7 @@ def test_missing_secret_is_named_and_never_echoed(tmp_path: Path) -> None:
 
 
 def test_encoding_names_match_the_text_library() -> None:
-    text = pytest.importorskip("smpp.text")
+    text = pytest.importorskip("smsmta.smpp.text")
     assert set(settings.EncodingName.__args__) == set(text.ENCODING_NAMES)
 
 

@@ -34,7 +34,7 @@ tables, no splitting); smpplib splits an escape from its character and knows onl
 default table. The hot path (a short text in the basic GSM alphabet) is one C-level
 charmap encode against a prebuilt table.
 
-Touches nothing. Tables: `smpp.gsm_tables`.
+Touches nothing. Tables: `smsmta.smpp.gsm_tables`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from smpp import gsm_tables as _tables
+from smsmta.smpp import gsm_tables as _tables
 
 __all__ = [
     "DEFAULT_MAPPING",

@@ -3,7 +3,7 @@
 What it does:
 
 - ``encode(pdu) -> bytes``: the whole PDU, header included. Every field is checked against
-  its declaration in `smpp.pdu.LAYOUTS` / `smpp.pdu.TLVS`; a value over its limit or of the
+  its declaration in `smsmta.smpp.pdu` (LAYOUTS, TLVS); a value over its limit or of the
   wrong type raises `LocalProtocolError` naming the PDU and the field, and nothing is
   produced.
 - ``decode(frame) -> Pdu``: one whole PDU, header included (what `Framer` yields). Anything
@@ -55,9 +55,9 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
-from smpp.constants import CommandStatus as S
-from smpp.errors import LocalProtocolError, RemoteProtocolError
-from smpp.pdu import (
+from smsmta.smpp.constants import CommandStatus as S
+from smsmta.smpp.errors import LocalProtocolError, RemoteProtocolError
+from smsmta.smpp.pdu import (
     CSTRING,
     DEST_ADDRESSES,
     DEST_FLAG,

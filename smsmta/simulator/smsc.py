@@ -11,7 +11,7 @@ What it does
     for one, round-robin over the RECEIVER / TRANSCEIVER binds of the same system_id. A
     seeded `OutcomePicker` fails `fail_rate` of the messages with a stat of
     `dlr_failure_stats` (UNDELIV / REJECTD / EXPIRED ...). MOs are injected with
-    `inject_mo` or ``POST /mo`` (long ones split by `smpp.text.encode_message` with a
+    `inject_mo` or ``POST /mo`` (long ones split by `smsmta.smpp.text.encode_message` with a
     concatenation UDH). Faults for tests: `resp_delay_ms`, `max_window` and `max_tps`
     (ESME_RTHROTTLED 0x58), `submit_fail_rate`, `drop_after` (abort the connection at the
     Nth submit, which gets no answer), `receipt_before_resp`, `answer_nothing` (accept
@@ -19,12 +19,12 @@ What it does
     the message and only its response is lost); and, at once, `drop_links` (abort every
     connection) and `inject_garbage` (malformed PDUs or raw bytes written on live
     sessions, see `GARBAGE_KINDS`). A small HTTP/1.1 control endpoint
-    (`smpp.simulator_http`: ``GET /stats``, ``GET|POST /config``, ``POST /mo``,
+    (`smsmta.simulator.http`: ``GET /stats``, ``GET|POST /config``, ``POST /mo``,
     ``POST /drop_links``, ``POST /garbage``) serves the counters and changes the fault
     knobs at run time, so a simulator in another process can be faulted too.
 
 Contract
-    - Protocol rules are `smpp.session.Session` (Role.SMSC): enquire_link and unbind are
+    - Protocol rules are `smsmta.smpp.session.Session` (Role.SMSC): enquire_link and unbind are
       answered there, as are PDUs not allowed in the bind state; a malformed PDU is answered
       as SMPP says, counted in ``malformed`` and logged, and the connection is closed only
       when framing is lost. The simulator sends nothing periodic on the wire.
@@ -107,10 +107,10 @@ from typing import Any, NamedTuple
 import click
 import structlog
 
-from smpp.constants import CommandId, EsmClass, MessageState, Npi, Tag, Ton, status_name
-from smpp.constants import CommandStatus as S
-from smpp.errors import LocalProtocolError, RemoteProtocolError
-from smpp.pdu import (
+from smsmta.smpp.constants import CommandId, EsmClass, MessageState, Npi, Tag, Ton, status_name
+from smsmta.smpp.constants import CommandStatus as S
+from smsmta.smpp.errors import LocalProtocolError, RemoteProtocolError
+from smsmta.smpp.pdu import (
     BindReceiver,
     BindTransceiver,
     BindTransmitter,
@@ -124,8 +124,8 @@ from smpp.pdu import (
     SubmitSm,
     Unbind,
 )
-from smpp.session import NEED_DATA, Rejected, Response, Role, Session, Stray, Timeouts
-from smpp.text import DEFAULT_MAPPING, decode_short_message, encode_message
+from smsmta.smpp.session import NEED_DATA, Rejected, Response, Role, Session, Stray, Timeouts
+from smsmta.smpp.text import DEFAULT_MAPPING, decode_short_message, encode_message
 
 __all__ = [
     "DEFAULT_FAILURE_STATS",
@@ -971,7 +971,7 @@ class Smsc:
         )
         self._port = self._server.sockets[0].getsockname()[1]
         if config.control_port is not None:
-            from smpp.simulator_http import start_control_server
+            from smsmta.simulator.http import start_control_server
 
             try:
                 self._control = await start_control_server(

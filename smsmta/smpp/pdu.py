@@ -23,7 +23,7 @@ Contract of a PDU value:
 - Immutable and hashable; built with keywords only, every field defaulting to 0 / "" / b""
   / () (``interface_version`` to 0x34): ``SubmitSm(sequence_number=7, source_addr="TEST",
   destination_addr="33600000000", short_message=b"hi", tlvs=((Tag.user_message_reference,
-  42),))``. Field values are *not* checked at construction: `smpp.codec.encode` checks them
+  42),))``. Field values are *not* checked at construction: `smsmta.smpp.codec.encode` checks them
   all and raises `LocalProtocolError` naming the field.
 - Attributes: ``command_id`` (a `CommandId`), ``command_status`` and ``sequence_number``
   (ints), one attribute per body field, and ``tlvs``: a tuple of ``(tag, value)`` pairs in
@@ -52,9 +52,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from smpp.constants import RESPONSE_BIT, SMPP_VERSION_34, CommandId, Tag
-from smpp.constants import CommandStatus as S
-from smpp.errors import LocalProtocolError, RemoteProtocolError
+from smsmta.smpp.constants import RESPONSE_BIT, SMPP_VERSION_34, CommandId, Tag
+from smsmta.smpp.constants import CommandStatus as S
+from smsmta.smpp.errors import LocalProtocolError, RemoteProtocolError
 
 try:  # the C descriptor behind collections.namedtuple's fields: the fastest attribute access
     from collections import _tuplegetter  # type: ignore[attr-defined]

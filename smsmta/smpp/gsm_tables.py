@@ -8,7 +8,7 @@ Portuguese (3). Spanish has no locking shift table (A.3.2 is void).
 Contract: a locking shift table is a 128-character string indexed by septet, with
 UNDEFINED at 0x1B (the escape to the single shift table). A single shift table is a dict
 septet -> character of the characters reached through the escape. Nothing else lives
-here; `smpp.text` builds its encoders and decoders from these tables at import. Touches
+here; `smsmta.smpp.text` builds its encoders and decoders from these tables at import. Touches
 nothing.
 """
 

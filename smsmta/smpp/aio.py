@@ -2,7 +2,7 @@
 
 `SmppClient(settings, handler).run()` connects, binds within the bind timeout, serves
 the bind until it ends, then waits the reconnect delay and starts again, until
-`stop()`. The protocol itself lives in `smpp.session`; this module only moves bytes,
+`stop()`. The protocol itself lives in `smsmta.smpp.session`; this module only moves bytes,
 keeps time and calls the handler:
 
 - `handler.on_bound(conn)` / `on_unbound(conn, reason)`: the bind came up / went away;
@@ -39,10 +39,10 @@ from typing import Any, Protocol
 
 import structlog
 
-from smpp.constants import CommandId
-from smpp.errors import LocalProtocolError, RemoteProtocolError
-from smpp.pdu import BindReceiver, BindTransceiver, BindTransmitter, Pdu
-from smpp.session import (
+from smsmta.smpp.constants import CommandId
+from smsmta.smpp.errors import LocalProtocolError, RemoteProtocolError
+from smsmta.smpp.pdu import BindReceiver, BindTransceiver, BindTransmitter, Pdu
+from smsmta.smpp.session import (
     BIND_STATES,
     BOUND,
     CONNECTION_CLOSED,
@@ -139,7 +139,7 @@ class BindError(Exception):
     """The SMSC answered the bind with an error status."""
 
     def __init__(self, status: int) -> None:
-        from smpp.constants import status_name
+        from smsmta.smpp.constants import status_name
 
         self.status = status
         super().__init__(f"bind refused: {status_name(status)} (0x{status:08X})")

@@ -1,6 +1,6 @@
 """The simulator's control endpoint: a small HTTP/1.1 server on asyncio streams.
 
-What it does: serves one `smpp.simulator.Smsc` to test harnesses and operators.
+What it does: serves one `smsmta.simulator.Smsc` to test harnesses and operators.
 
 - ``GET /stats``: the counters (`Smsc.stats`), as JSON.
 - ``GET /recorded``: the binds and submits kept with `record_pdus` (oldest first).
@@ -37,7 +37,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from smpp.simulator import Smsc
+    from smsmta.simulator import Smsc
 
 __all__ = ["start_control_server"]
 

@@ -47,7 +47,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from smpp import constants
+from smsmta.smpp import constants
 
 
 class IdFormat(StrEnum):
@@ -371,7 +371,7 @@ TlvValue = bytes | bytearray | memoryview | str | int
 
 
 def _octets(value: TlvValue) -> bytes | None:
-    """A TLV value as its octets: smpp.codec gives C-strings as str (Latin-1, byte for
+    """A TLV value as its octets: smsmta.smpp.codec gives C-strings as str (Latin-1, byte for
     byte) and integers as int; raw callers give bytes. An int has no text: None."""
     if isinstance(value, str):
         return value.encode("latin-1", "replace")

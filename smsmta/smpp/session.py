@@ -37,11 +37,11 @@ import enum
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from smpp.codec import DEFAULT_MAX_COMMAND_LENGTH, Framer, decode, encode
-from smpp.constants import RESPONSE_BIT, CommandId
-from smpp.constants import CommandStatus as S
-from smpp.errors import LocalProtocolError, RemoteProtocolError
-from smpp.pdu import (
+from smsmta.smpp.codec import DEFAULT_MAX_COMMAND_LENGTH, Framer, decode, encode
+from smsmta.smpp.constants import RESPONSE_BIT, CommandId
+from smsmta.smpp.constants import CommandStatus as S
+from smsmta.smpp.errors import LocalProtocolError, RemoteProtocolError
+from smsmta.smpp.pdu import (
     PDU_CLASSES,
     EnquireLink,
     EnquireLinkResp,
