@@ -35,13 +35,13 @@ import structlog
 from psycopg.conninfo import make_conninfo
 
 from mta import coordination
-from mta.retry import RetryPolicy
 from mta.sender import AccountSender
 from mta.writer import Writer
-from sms_process.inbox import Inbox
 from smsmta import binds as binds_module
 from smsmta import obs, settings
 from smsmta.db.engine import DATABASE_URL_ENV, libpq_dsn
+from smsmta.policy import RetryPolicy
+from smsmta.queue.inbox import Inbox
 from smsmta.settings import Mode
 
 log = structlog.get_logger("mta.child")

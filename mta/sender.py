@@ -19,9 +19,9 @@ after `UNBOUND_HANDBACK` seconds with no bind up the claims not yet started go b
 the queue.
 
 In TRX mode the same binds receive receipts and MOs: each is stored in the inbox
-(sms_process.inbox) and answered only once committed; the SMS process handles them.
+(smsmta.queue.inbox) and answered only once committed; the SMS process handles them.
 
-Answers go through the retry policy (`mta.retry`) and the writer (`mta.writer`);
+Answers go through the retry policy (`smsmta.policy`) and the writer (`mta.writer`);
 throttling answers feed AIMD and put the part back after a back-off; a part with no
 answer (timeout, lost link) is sent again at once, flagged as a possible duplicate, and
 a timeout resets its bind first: the parts in flight on it are resent on a new bind.
@@ -42,14 +42,14 @@ import structlog
 
 from mta.queue import DeliveryCache, Mt, claim
 from mta.replies import ReplyPart, ReplyPump
-from mta.retry import RetryPolicy, Verdict
 from mta.submit import MtBuilder
 from mta.throttle import Aimd, RateLimiter, SmscWindow
 from mta.writer import Callback, Writer
-from sms_process.inbox import Inbox, handle_request
 from smsmta import obs
 from smsmta.binds import BindWatch, bind_settings
 from smsmta.db import FailureType
+from smsmta.policy import RetryPolicy, Verdict
+from smsmta.queue.inbox import Inbox, handle_request
 from smsmta.settings import Account, Mode
 from smsmta.smpp.aio import BaseHandler, BindKind, SmppClient, SmppConnection
 from smsmta.smpp.constants import CommandStatus, is_throttling, status_name

@@ -4,7 +4,7 @@ The sender hands over finished messages (`sent`, `submit_failed`, `failed`, `ret
 `release`); one flush writes all that accumulated in ONE transaction: provider ids by
 COPY into `provider_msg_id`, `broad_log` rows updated from arrays (`unnest`), the
 message log upserted for synchronous errors (its qualification decides retry or
-failure, through `mta.retry`), the delivery KPIs incremented. Flushes run back to back:
+failure, through `smsmta.policy`), the delivery KPIs incremented. Flushes run back to back:
 while one commits, the next batch gathers, so the batch size follows the load and no
 message waits for a timer. After each commit the callbacks given with the messages run
 (the sender frees the window slots that waited for durability).
@@ -28,9 +28,9 @@ import psycopg
 import structlog
 
 from mta.queue import Mt
-from mta.retry import RetryPolicy, Verdict
 from smsmta import message_log
 from smsmta.db import FailureType
+from smsmta.policy import RetryPolicy, Verdict
 
 log = structlog.get_logger("mta.writer")
 

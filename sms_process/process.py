@@ -11,7 +11,7 @@ What it runs until SIGTERM:
   DSN), takes the lock again with pg_try_advisory_lock, and exits 1 naming the holder only
   if another SMS process holds it by then;
 - `connections` receiver binds per enabled TX+RX account (receiver settings), whose
-  deliver_sm / data_sm go through the `Inbox` (sms_process.inbox): stored, committed, then
+  deliver_sm / data_sm go through the `Inbox` (smsmta.queue.inbox): stored, committed, then
   acknowledged. TRX accounts receive on the MTA's transceivers, into the same inbox. With
   max_binds, the receivers on the transmitter's login hold bind slots 0..r-1 under this
   process's lease (`_hold_slots`, smsmta.binds): every bind counts, and the MTA never
@@ -85,9 +85,7 @@ import psycopg
 import structlog
 from psycopg.conninfo import conninfo_to_dict
 
-from mta.retry import RetryPolicy
 from sms_process.expiry import close_receipts
-from sms_process.inbox import NOTIFY_CHANNEL, Inbox, handle_request
 from sms_process.mo import MoHandler, ReplyLimiter
 from sms_process.receipts import AccountRules, BatchOutcome, InboxRow, Reconciler
 from sms_process.replies import outbox_reply
@@ -95,6 +93,8 @@ from smsmta import binds, obs
 from smsmta import replies as outbox
 from smsmta.accounts import sync_accounts
 from smsmta.binds import receiver_settings
+from smsmta.policy import RetryPolicy
+from smsmta.queue.inbox import NOTIFY_CHANNEL, Inbox, handle_request
 from smsmta.settings import Account, MidConfig, Mode, SmsProcessService
 from smsmta.smpp.aio import BaseHandler, SmppClient, SmppConnection
 from smsmta.smpp.pdu import Pdu

@@ -10,7 +10,7 @@ What it does (SPEC section 7), for a batch of `mid.inbox` receipt rows:
 3. decides, per receipt, in arrival order (`decide` below, pure): a final stat on a `sent`
    message of the attempt the receipt belongs to changes it; anything else is history;
 4. writes in the caller's transaction: the message log upserted for failures (its
-   qualification decides: hard -> failed, soft -> back to the queue under `mta.retry`,
+   qualification decides: hard -> failed, soft -> back to the queue under `smsmta.policy`,
    ignored -> failed without counting as hard), `broad_log` updated from arrays (guarded by
    status = 'sent'), the delivery KPIs incremented when the account wants them in real
    time (else the delivery is marked for the periodic sync; last, so the delivery row is
@@ -50,9 +50,9 @@ from typing import Any
 import psycopg
 import structlog
 
-from mta.retry import RetryPolicy, Verdict
 from smsmta import message_log, obs
 from smsmta.db import FailureType, ReceiptResult
+from smsmta.policy import RetryPolicy, Verdict
 from smsmta.settings import Account
 from smsmta.smpp import codec
 from smsmta.smpp.errors import RemoteProtocolError

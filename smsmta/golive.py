@@ -60,10 +60,10 @@ from typing import Any
 import psycopg
 
 from mta.submit import DeliveryOptions, MtBuilder
-from sms_process.inbox import kind_of
 from sms_process.receipts import AccountRules
 from smsmta.binds import TestSlots, bind_settings, receiver_settings
 from smsmta.db import InboxKind
+from smsmta.queue.inbox import kind_of
 from smsmta.settings import Account, Mode
 from smsmta.smpp import codec
 from smsmta.smpp.aio import BaseHandler, BindError, BindKind, BindSettings, SmppConnection, connect

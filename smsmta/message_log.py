@@ -4,7 +4,7 @@
 with its first `...|MESSAGE=<text>`, or `SUBMIT <smsc> <status>` for synchronous errors —
 upserts one `mid.broad_log_msg` row per key (new ones `hard`, the full text kept from the
 first time it was seen, the count increased by how many this batch brings) and returns
-each key's row id and qualification, which decides retry or failure (mta.retry). Keys are
+each key's row id and qualification, which decides retry or failure (smsmta.policy). Keys are
 written in one sorted order, so that the MTA children and the SMS process, upserting the
 same keys concurrently, never deadlock. The full text is kept with the receipt's `Text:`
 preview (the start of the MT, personal data) replaced by its length, unless

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import psycopg
 from sqlalchemy import URL
 
-from sms_process.inbox import Inbox, kind_of
 from smsmta.db import InboxKind
 from smsmta.db.engine import libpq_dsn
+from smsmta.queue.inbox import Inbox, kind_of
 from smsmta.smpp import codec
 from smsmta.smpp.pdu import DeliverSm
 

@@ -17,11 +17,11 @@ from prometheus_client import REGISTRY
 from sqlalchemy import URL
 from structlog.testing import capture_logs
 
-from mta.retry import RetryPolicy
 from sms_process.receipts import AccountRules, InboxRow, Reconciler
 from smsmta.accounts import sync_accounts
 from smsmta.db.engine import libpq_dsn
 from smsmta.enqueue import DeliverySpec, create_delivery
+from smsmta.policy import RetryPolicy
 from smsmta.settings import MidConfig
 from smsmta.smpp import codec
 from smsmta.smpp.pdu import DeliverSm
