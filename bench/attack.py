@@ -47,10 +47,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from midsourcing import auth  # noqa: E402
-from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url  # noqa: E402
-from tests.conftest import scratch_database  # noqa: E402
-from tests.midsourcing.conftest import OPS_PASSWORD, free_port, mid_settings  # noqa: E402
+from smsmta.db.engine import DATABASE_URL_ENV, libpq_dsn  # noqa: E402
+from smsmta.testing import stack  # noqa: E402
+from smsmta.testing.conditions import python_version  # noqa: E402
+from smsmta.testing.settings import mid_api_accounts, mid_document, write_document  # noqa: E402
 
+OPS_PASSWORD = "correct horse battery"
 P99_TARGET_MS = 250.0
 RSS_TARGET_MB = 300.0
 
@@ -81,37 +83,32 @@ class State:
 
 @contextlib.contextmanager
 def database(url: str | None) -> Iterator[URL]:
-    if url:
-        with scratch_database(normalize_url(url), "smsmta_attack", migrated=True) as scratch:
-            yield scratch
-        return
-    root = Path(tempfile.mkdtemp(prefix="smsmta-attack-", dir="/tmp"))
     with (
-        embedded(root / "pgdata") as server,
-        scratch_database(server, "smsmta_attack", migrated=True) as scratch,
+        stack.server(url, "smsmta-attack-") as (server_url, _),
+        stack.scratch_database(server_url, "smsmta_attack", migrated=True) as scratch,
     ):
         yield scratch
 
 
 def start_mid(db: URL, folder: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
-    port = free_port()
-    settings = mid_settings(
-        port,
-        login_free_failures=3,
-        login_base_delay=1.0,
-        login_max_delay=60.0,
-    )
-    config = folder / "mid.yaml"
-    config.write_text(json.dumps(settings))
-    env = {**os.environ, DATABASE_URL_ENV: db.render_as_string(hide_password=False)}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    port = stack.free_port()
+    accounts = mid_api_accounts()
+    mid = {
+        "listen": "127.0.0.1",
+        "port": port,
+        "metrics_port": None,
+        "login_free_failures": 3,
+        "login_base_delay": 1.0,
+        "login_max_delay": 60.0,
+    }
+    config = write_document(folder / "mid.yaml", mid_document(accounts, host_id=None, mid=mid))
     log = folder / "mid.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "smsmta.cli", "mid", "--config", str(config)],
+            stack.cli_command("mid", "--config", str(config)),
             stdout=out,
             stderr=out,
-            env=env,
+            env=stack.service_env(db.render_as_string(hide_password=False)),
             cwd=ROOT,
             start_new_session=True,
         )
@@ -294,7 +291,7 @@ async def attack(args: argparse.Namespace, port: int) -> Counter[str]:
 def report(args: argparse.Namespace, state: State, db_kind: str) -> int:
     cores = os.cpu_count()
     print("conditions:")
-    print(f"  host: {cores} cores, Python {sys.version.split()[0]}; {db_kind}")
+    print(f"  host: {cores} cores, Python {python_version()}; {db_kind}")
     print(
         "  mid: `smsmta mid` subprocess, default HTTP limits (README 'HTTP limits'), open "
         f"files limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}; attackers in their "

@@ -28,10 +28,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.receipts import cpu_model
 from smsmta.smpp.codec import Framer, decode, encode
 from smsmta.smpp.constants import EsmClass, MessageState, Npi, Tag, Ton
 from smsmta.smpp.pdu import DeliverSm, SubmitSm, SubmitSmResp
+from smsmta.testing.conditions import describe_conditions
 
 TARGET_PER_SECOND = 200_000
 
@@ -159,12 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-smpplib", action="store_true", help="skip the smpplib comparison")
     args = parser.parse_args(argv)
 
-    print("SMPP codec benchmark (one core, one thread)")
-    print(f"  python      {platform.python_implementation()} {platform.python_version()}")
-    print(f"  cpu         {cpu_model()}")
-    print(f"  platform    {platform.platform()}")
-    print(f"  method      best of {args.repeat} loops of {args.iterations:,} calls, gc off")
-    print(f"  target      >= {TARGET_PER_SECOND:,}/s for each encode and each decode")
+    print(
+        describe_conditions(
+            "SMPP codec benchmark (one core, one thread)",
+            rows=[
+                ("platform", platform.platform()),
+                ("method", f"best of {args.repeat} loops of {args.iterations:,} calls, gc off"),
+                ("target", f">= {TARGET_PER_SECOND:,}/s for each encode and each decode"),
+            ],
+        )
+    )
     print()
     print(f"  {'PDU':<44}{'octets':>7}{'encode/s':>13}{'decode/s':>13}")
     under = []

@@ -41,26 +41,22 @@ tolerance of `--fail-rate`, the simulator accepted N submits and counted 0 dupli
 
 Usage: .venv/bin/python bench/e2e.py [--messages 100000,1000000] [--children 2]
        [--connections 2] [--window 100] [--dlr-delay-ms 100] [--fail-rate 0.05]
+       [--database-url postgresql://...]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
-import platform
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,92 +67,19 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.receipts import cpu_model  # noqa: E402
 from smsmta.db import migrate  # noqa: E402
-from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url  # noqa: E402
-from smsmta.demo import free_port  # noqa: E402
+from smsmta.db.engine import libpq_dsn  # noqa: E402
+from smsmta.testing import conditions  # noqa: E402
+from smsmta.testing.settings import (  # noqa: E402
+    marketing_document,
+    mid_document,
+    simulator_account,
+    write_document,
+)
+from smsmta.testing.stack import Service, Stack, free_port, scratch_database, server  # noqa: E402
 
 TEXT = "Bonjour, votre code promo expire ce soir !"
 OPERATOR = "bench"
-
-
-# --- the stack --------------------------------------------------------------------------
-
-
-@dataclass
-class Service:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-
-@dataclass
-class Stack:
-    folder: Path
-    url: str
-    services: list[Service] = field(default_factory=list)
-
-    def env(self) -> dict[str, str]:
-        env = {**os.environ, DATABASE_URL_ENV: self.url}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        return env
-
-    def start(self, name: str, *args: str) -> Service:
-        log = self.folder / f"{name}.log"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "smsmta.cli", *args],
-                env={**self.env(), "PGAPPNAME": f"bench {name}"},  # PostgreSQL CPU by client
-                stdout=out,
-                stderr=out,
-                cwd=ROOT,
-                start_new_session=True,
-            )
-        service = Service(name, process, log)
-        self.services.append(service)
-        return service
-
-    def run(self, *args: str, stdin: str | None = None) -> None:
-        done = subprocess.run(
-            [sys.executable, "-m", "smsmta.cli", *args],
-            env=self.env(),
-            input=stdin,
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=120,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"smsmta {args[0]} {args[1]} failed: {done.stderr[-2000:]}")
-
-    def check(self) -> None:
-        for service in self.services:
-            if not service.alive():
-                raise RuntimeError(
-                    f"{service.name} exited with code {service.process.returncode}; "
-                    f"the end of {service.log}:\n{service.tail()}"
-                )
-
-    def stop(self) -> dict[str, int | None]:
-        """SIGTERM in the reverse order of start (killed after 60 s); the exit codes."""
-        codes: dict[str, int | None] = {}
-        for service in reversed(self.services):
-            if service.alive():
-                service.process.send_signal(signal.SIGTERM)
-                try:
-                    service.process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    service.process.kill()
-                    service.process.wait()
-            codes[service.name] = service.process.returncode
-        self.services.clear()
-        return codes
 
 
 def wait_until(stack: Stack, what: str, probe: Any, timeout: float) -> None:
@@ -172,57 +95,34 @@ def wait_until(stack: Stack, what: str, probe: Any, timeout: float) -> None:
 
 
 def settings(ports: dict[str, int], args: argparse.Namespace, password: str) -> tuple[dict, dict]:
-    mid = {
-        "kind": "mid",
-        "host_id": "bench",
-        "logging": {"level": "warning", "format": "json"},
-        "mid": {"listen": "127.0.0.1", "port": ports["mid"], "metrics_port": None},
-        "mta": {"children": args.children, "metrics_port": None, "poll_interval": 0.2},
-        "sms_process": {"metrics_port": None, "poll_interval": 0.2},
-        "accounts": [
-            {
-                "name": f"{OPERATOR}_sms",
-                "operator": OPERATOR,
-                "label": "The SMSC simulator",
-                "connection": {
-                    "mode": "tx_rx",
-                    "smsc_name": "Simulator",
-                    "server": "127.0.0.1",
-                    "port": ports["smsc"],
-                    "system_id": "smsmta",
-                    "password": "secret",
-                    "connections": args.connections,
-                },
-                "channel": {"short_code": "38000"},
-                "throughput": {
-                    "window": args.window,
-                    "max_mt_per_second": 0,
-                    "reconnect_delay": 1,
-                },
-            }
-        ],
-    }
-    marketing = {
-        "kind": "marketing",
-        "logging": {"level": "warning", "format": "json"},
-        "marketing": {
-            "metrics_port": None,
-            "pull_interval": args.pull_interval,
-            "push_interval": 0.2,
-            "push_chunk_size": args.push_chunk,
-            "pull_page_size": args.pull_page,
-        },
-        "accounts": [
-            {
-                "name": "sms",
-                "mid_url": f"http://127.0.0.1:{ports['mid']}",
-                "operator": OPERATOR,
-                "password": password,
-                "timeout": 120,
-            }
-        ],
-        "templates": [{"name": "bench", "label": "Bench", "account": "sms", "max_parts": 3}],
-    }
+    account = simulator_account(
+        f"{OPERATOR}_sms",
+        OPERATOR,
+        ports["smsc"],
+        connections=args.connections,
+        smsc_name="Simulator",
+        throughput={"window": args.window, "max_mt_per_second": 0, "reconnect_delay": 1},
+        label="The SMSC simulator",
+        channel={"short_code": "38000"},
+    )
+    mid = mid_document(
+        [account],
+        mid={"listen": "127.0.0.1", "port": ports["mid"], "metrics_port": None},
+        mta={"children": args.children, "metrics_port": None, "poll_interval": 0.2},
+        sms_process={"metrics_port": None, "poll_interval": 0.2},
+    )
+    marketing = marketing_document(
+        ports["mid"],
+        OPERATOR,
+        password,
+        {"name": "bench", "label": "Bench", "max_parts": 3},
+        timeout=120,
+        metrics_port=None,
+        pull_interval=args.pull_interval,
+        push_interval=0.2,
+        push_chunk_size=args.push_chunk,
+        pull_page_size=args.pull_page,
+    )
     return mid, marketing
 
 
@@ -360,24 +260,15 @@ ORDER BY 2 DESC
 """
 
 
-def postmaster_pid(conn: psycopg.Connection) -> int | None:
-    with contextlib.suppress(psycopg.Error, OSError, ValueError, TypeError):
-        data_directory = conn.execute("SHOW data_directory").fetchone()[0]  # type: ignore[index]
-        return int((Path(data_directory) / "postmaster.pid").read_text().split()[0])
-    return None
-
-
 def one_run(url: str, count: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """The whole stack for one delivery of `count` messages; its figures."""
     dsn = libpq_dsn(url)
-    stack = Stack(folder, url)
+    stack = Stack(folder, url, cwd=ROOT, app_prefix="bench")
     ports = {name: free_port() for name in ("smsc", "control", "mid")}
     password = secrets.token_urlsafe(16)
     mid, marketing = settings(ports, args, password)
-    mid_path, marketing_path = folder / "mid.yaml", folder / "marketing.yaml"
-    for path, document in ((mid_path, mid), (marketing_path, marketing)):
-        path.write_text(json.dumps(document, indent=2))
-        path.chmod(0o600)  # the marketing file holds the operator's password
+    mid_path = write_document(folder / "mid.yaml", mid, private=True)
+    marketing_path = write_document(folder / "marketing.yaml", marketing, private=True)
     control = f"http://127.0.0.1:{ports['control']}/stats"
     result: dict[str, Any] = {"messages": count}
     sampler: Sampler | None = None
@@ -392,10 +283,12 @@ def one_run(url: str, count: int, args: argparse.Namespace, folder: Path) -> dic
             "--message-store-size", "20000", "--duplicate-window", str(max(count, 1000)),
         )  # fmt: skip
         wait_until(stack, "simulator", lambda: httpx.get(control).status_code == 200, 30)
-        stack.run(
+        added = stack.run(
             "operator", "add", OPERATOR, "--label", "Bench operator", "--password-stdin",
-            "--config", str(mid_path), stdin=password + "\n",
+            "--config", str(mid_path), stdin=password + "\n", timeout=120,
         )  # fmt: skip
+        if added.returncode != 0:
+            raise RuntimeError(f"smsmta operator add failed: {added.stderr[-2000:]}")
         stack.start("mid", "mid", "--config", str(mid_path))
         health = f"http://127.0.0.1:{ports['mid']}/healthz"
         wait_until(stack, "mid server", lambda: httpx.get(health).status_code == 200, 60)
@@ -417,7 +310,7 @@ def one_run(url: str, count: int, args: argparse.Namespace, folder: Path) -> dic
                 ],  # type: ignore[index]
                 60,
             )
-            pg_pid = postmaster_pid(conn)
+            pg_pid = conditions.postmaster_pid(dsn)
             sampler = Sampler(stack.services, pg_pid, args.sample, dsn)
             sampler.sample()
             sampler.start()
@@ -641,6 +534,10 @@ def main() -> int:
         help="each run fails after 120 s + this x N seconds",
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the logs and settings")
+    parser.add_argument(
+        "--database-url", help="a PostgreSQL server to create databases on (default: "
+        "SMSMTA_DATABASE_URL, else an embedded PostgreSQL)",
+    )  # fmt: skip
     args = parser.parse_args()
     try:
         sizes = [int(s.replace("_", "")) for s in args.messages.split(",") if s.strip()]
@@ -651,65 +548,52 @@ def main() -> int:
     if not 0 <= args.fail_rate <= 1:
         parser.error("--fail-rate must be between 0 and 1")
 
-    load = os.getloadavg()
-    print("End-to-end benchmark: marketing push -> mid -> MTA -> simulator -> SMS process "
-          "-> marketing KPIs")  # fmt: skip
     print(
-        f"  machine     {cpu_model()}, {psutil.cpu_count()} cores, "
-        f"{psutil.virtual_memory().total / 2**30:.1f} GiB, load {load[0]:.2f} {load[1]:.2f} "
-        f"{load[2]:.2f} at start; Python {platform.python_version()}"
+        conditions.describe_conditions(
+            "End-to-end benchmark: marketing push -> mid -> MTA -> simulator -> SMS process "
+            "-> marketing KPIs",
+            rows=[
+                (
+                    "settings",
+                    f"MTA {args.children} children x {args.connections} binds, window "
+                    f"{args.window}, no rate cap; simulator receipt delay {args.dlr_delay_ms:g} "
+                    f"ms, fail rate {args.fail_rate:.0%}; marketing push chunk "
+                    f"{args.push_chunk:,}, pull page {args.pull_page:,}, pull interval "
+                    f"{args.pull_interval:g} s",
+                ),
+                ("processes", "each service, the simulator and PostgreSQL in its own process(es)"),
+            ],
+        )
     )
-    print(
-        f"  settings    MTA {args.children} children x {args.connections} binds, window "
-        f"{args.window}, no rate cap; simulator receipt delay {args.dlr_delay_ms:g} ms, "
-        f"fail rate {args.fail_rate:.0%}; marketing push chunk {args.push_chunk:,}, pull page "
-        f"{args.pull_page:,}, pull interval {args.pull_interval:g} s"
-    )
-    print("  processes   each service, the simulator and PostgreSQL in its own process(es)")
     results: list[dict[str, Any]] = []
     failures: list[str] = []
-    named = os.environ.get(DATABASE_URL_ENV)
     with contextlib.ExitStack() as stack:
         root = Path(tempfile.mkdtemp(prefix="bench-e2e-", dir="/tmp"))
-        if not args.keep:  # registered first: runs last, after PostgreSQL stopped
+        if not args.keep:
             stack.callback(shutil.rmtree, root, True)
-        if named:
-            server = normalize_url(named)
-            where = "SMSMTA_DATABASE_URL's server"
-        else:
-            server = stack.enter_context(embedded(root / "pgdata"))
-            where = "embedded PostgreSQL (pgserver), same machine"
-        admin = libpq_dsn(server)
+        server_url, where = stack.enter_context(server(args.database_url, "bench-e2e-pg-"))
         for count in sizes:
-            name = f"bench_e2e_{uuid.uuid4().hex[:8]}"
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
-            url = server.set(database=name)
             folder = root / f"run-{count}"
             folder.mkdir()
-            try:
-                for side in ("mid", "marketing"):
-                    migrate.upgrade(url, side)
-                print(f"\nrunning {count:,} messages (logs in {folder}) ...", flush=True)
-                result = one_run(url.render_as_string(hide_password=False), count, args, folder)
-                found = problems(result, args.fail_rate)
-                for problem in found:
-                    print(f"  CHECK FAILED: {problem}")
-                failures += [f"{count:,}: {p}" for p in found]
-                print(f"  done in {result['wall_s']:.1f} s, load {os.getloadavg()[0]:.2f}")
-                results.append(result)
-            except RuntimeError as error:
-                failures.append(f"{count:,}: {error}")
-                print(f"  FAILED: {error}")
-            except KeyboardInterrupt:
-                failures.append(f"{count:,}: interrupted")
-                print("  interrupted: services stopped")
-                break
-            finally:
-                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-                with psycopg.connect(admin, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                signal.signal(signal.SIGINT, previous)
+            with scratch_database(server_url, "bench_e2e", shield_drop=True) as url:
+                try:
+                    for side in ("mid", "marketing"):
+                        migrate.upgrade(url, side)
+                    print(f"\nrunning {count:,} messages (logs in {folder}) ...", flush=True)
+                    result = one_run(url.render_as_string(hide_password=False), count, args, folder)
+                    found = problems(result, args.fail_rate)
+                    for problem in found:
+                        print(f"  CHECK FAILED: {problem}")
+                    failures += [f"{count:,}: {p}" for p in found]
+                    print(f"  done in {result['wall_s']:.1f} s, load {os.getloadavg()[0]:.2f}")
+                    results.append(result)
+                except RuntimeError as error:
+                    failures.append(f"{count:,}: {error}")
+                    print(f"  FAILED: {error}")
+                except KeyboardInterrupt:
+                    failures.append(f"{count:,}: interrupted")
+                    print("  interrupted: services stopped")
+                    break
         if results:
             pg = results[-1]["pg"]
             print(

@@ -1,6 +1,6 @@
 """Benchmark: every fault of issue 9 at a higher load and for longer, as one table.
 
-The same stack and the same measurements as tests/faults (`tests.faults.harness`): its
+The same stack and the same measurements as tests/faults (`smsmta.testing.faults`): its
 own embedded PostgreSQL, the mid server, the MTA, the SMS process and the marketing
 service as subprocesses, the simulator and a TCP proxy in this process. For each fault:
 one delivery of --messages messages (each to its own destination) at the account's cap
@@ -35,15 +35,8 @@ import structlog
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.faults.harness import (  # noqa: E402
-    FAULTS,
-    FaultRow,
-    Sizes,
-    conditions,
-    fault_stack,
-    format_table,
-    run_fault,
-)
+from smsmta.testing.fault_stack import Sizes, fault_stack  # noqa: E402
+from smsmta.testing.faults import FAULTS, FaultRow, conditions, format_table, run_fault  # noqa: E402
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

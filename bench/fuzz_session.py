@@ -1,7 +1,7 @@
 """Fuzz the live SMPP sessions with many mutated PDUs and print the count tables.
 
 The same mutations, expected answers and drivers as tests/badinput/test_smpp_fuzz.py
-(tests/badinput/smpp_fuzzer.py), with more PDUs:
+(smsmta/testing/smpp_fuzzer.py), with more PDUs:
 
 - `client`: our SmppClient (receiver bind) against a raw fake SMSC, in this process;
 - `simulator`: `smsmta smsc-sim` as a subprocess, fuzzed by a raw-socket transceiver;
@@ -20,37 +20,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psycopg
 import structlog
 
-from smsmta.db import migrate
-from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url
+from smsmta.db.engine import libpq_dsn
 from smsmta.smpp.aio import BaseHandler, SmppClient
-from tests.badinput.smpp_fuzzer import (
-    ESME_RX,
-    ESME_TX,
-    SMSC_TRX,
+from smsmta.testing.conditions import load, python_version
+from smsmta.testing.harness import Harness, SmsHarness, mid_config, sms_config
+from smsmta.testing.smpp_fuzzer import (
     EsmeLinks,
     FakeSmsc,
     Tally,
     fuzz_esme,
     fuzz_smsc,
-    make_cases,
     receiver_settings,
 )
-from tests.badinput.test_smpp_fuzz import simulator_process
+from smsmta.testing.smpp_mutations import (
+    ESME_RX,
+    ESME_TX,
+    SMSC_TRX,
+    make_cases,
+)
+from smsmta.testing.stack import Stack, free_port, scratch_database, server
 
 
 async def fuzz_client(pdus: int, seed: int) -> Tally:
@@ -73,23 +72,26 @@ async def fuzz_client(pdus: int, seed: int) -> Tally:
 
 async def fuzz_simulator(pdus: int, seed: int, tmp: Path) -> Tally:
     tally = Tally("simulator (smsc-sim, transceiver)")
-    async with simulator_process(tmp) as (port, process, log_path):
+    stack = Stack(tmp, "")
+    port = free_port()
+    simulator = stack.start("smsc-sim", "smsc-sim", "--port", str(port), "--seed", "5")
+    try:
+        await asyncio.to_thread(stack.wait_for_port, port)
         links = EsmeLinks("127.0.0.1", port, "smsmta", "secret")
         try:
             await fuzz_smsc(links, make_cases(seed + 3, SMSC_TRX, pdus), tally)
         finally:
             links.close()
-        log = log_path.read_text(errors="replace")
-        tally.crashes += process.returncode is not None or "Traceback" in log
+        log = simulator.log.read_text(errors="replace")
+        tally.crashes += not simulator.alive() or "Traceback" in log
         for link in links.all_links:
             tally.mismatches += link.invalid
+    finally:
+        stack.stop()
     return tally
 
 
 async def fuzz_services(pdus: int, seed: int, url: object, tmp: Path) -> list[tuple[Tally, float]]:
-    from tests.mta.conftest import Harness, mid_config
-    from tests.sms_process.conftest import SmsHarness, sms_config
-
     tallies = []
     sms = SmsHarness(url, tmp, libpq_dsn(url))  # type: ignore[arg-type]
     sms.services = []
@@ -154,10 +156,9 @@ async def bench(args: argparse.Namespace, url: object | None) -> int:
             f"   {sent} PDUs in {elapsed:.1f} s ({sent / elapsed:,.0f} PDUs/s, reconnects included)"
         )
         failed += tally.crashes + len(tally.mismatches)
-    load = os.getloadavg()
     print(
-        f"\nconditions: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f}"
-        f" {load[2]:.2f}, Python {platform.python_version()}, seed {args.seed},"
+        f"\nconditions: {os.cpu_count()} cores, load average {load()}, Python"
+        f" {python_version()}, seed {args.seed},"
         f" {args.pdus} mutated PDUs per target, services {'on' if url else 'off'},"
         f" total {time.perf_counter() - started:.1f} s"
     )
@@ -177,29 +178,14 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     if args.pdus < 1:
         parser.error("--pdus must be at least 1")
-    with contextlib.ExitStack() as stack:
-        url = None
-        admin = name = None
-        if args.services:
-            named = os.environ.get(DATABASE_URL_ENV)
-            if named:
-                server = normalize_url(named)
-            else:
-                root = Path(tempfile.mkdtemp(prefix="bench-fuzz-pg-", dir="/tmp"))
-                server = stack.enter_context(embedded(root / "pgdata"))
-            name = f"bench_fuzz_{uuid.uuid4().hex[:8]}"
-            admin = libpq_dsn(server)
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
-            url = server.set(database=name)
-            for side in migrate.SIDE_NAMES:
-                migrate.upgrade(url, side)
-        try:
+    if not args.services:
+        status = asyncio.run(bench(args, None))
+    else:
+        with (
+            server(None, "bench-fuzz-pg-") as (server_url, _),
+            scratch_database(server_url, "bench_fuzz", migrated=True) as url,
+        ):
             status = asyncio.run(bench(args, url))
-        finally:
-            if admin is not None:
-                with psycopg.connect(admin, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     sys.exit(status)
 
 

@@ -8,10 +8,10 @@
    (past the 90-day retention); every delivery is pushed through the mid API and its
    statuses pulled, except the second half of the oldest delivery's (kept by the purge).
 2. Prints EXPLAIN (ANALYZE, BUFFERS) and the execution time of: the MTA's queue claim
-   (mta.queue.CLAIM), the SMS process's receipt lookup (sms_process.receipts.MATCH, 2,000
-   ids), the mid API's status pull (midsourcing.store: one page of changes and the
-   delivery's counters), and the first batch of every purge statement
-   (sms_process.process.PURGE_*). Statements that write run in a transaction rolled back.
+   (smsmta.queue.claims.CLAIM), the SMS process's receipt lookup
+   (smsmta.queue.receipts.MATCH, 2,000 ids), the mid API's status pull (midsourcing.store:
+   one page of changes and the delivery's counters), and the first batch of every purge statement
+   (smsmta.queue.purge.PURGE_*). Statements that write run in a transaction rolled back.
 3. Runs the real `smsmta mta` against the simulator (own process, counting submits) with a
    feeder keeping its queue full, and prints MT/s: without a purge; during purges of the
    old messages in equal bands, one for each pause between statements of `--pauses`;
@@ -30,10 +30,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import multiprocessing
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -41,8 +39,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -53,21 +49,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from midsourcing.store import _CHANGES, _COUNTERS  # noqa: E402
-from mta.queue import CLAIM  # noqa: E402
-from sms_process.process import (  # noqa: E402
+from smsmta.accounts import sync_accounts  # noqa: E402
+from smsmta.db import migrate  # noqa: E402
+from smsmta.db.engine import libpq_dsn  # noqa: E402
+from smsmta.queue.claims import CLAIM  # noqa: E402
+from smsmta.queue.enqueue import DeliverySpec, create_delivery, enqueue  # noqa: E402
+from smsmta.queue.purge import (  # noqa: E402
     PURGE_BROAD_LOG,
     PURGE_INBOX,
     PURGE_PROVIDER_MSG_ID,
     PURGE_RECEIPT,
     purge,
 )
-from sms_process.receipts import MATCH  # noqa: E402
-from smsmta.accounts import sync_accounts  # noqa: E402
-from smsmta.db import migrate  # noqa: E402
-from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url  # noqa: E402
-from smsmta.enqueue import DeliverySpec, create_delivery, enqueue  # noqa: E402
+from smsmta.queue.receipts import MATCH  # noqa: E402
 from smsmta.settings import SmsProcessService  # noqa: E402
 from smsmta.settings import load as load_settings  # noqa: E402
+from smsmta.testing.conditions import describe_conditions  # noqa: E402
+from smsmta.testing.settings import mid_document, simulator_account, write_document  # noqa: E402
+from smsmta.testing.stack import scratch_database, server, spawn  # noqa: E402
 
 DAY = 86400.0
 TABLES = ("broad_log", "provider_msg_id", "receipt", "inbox")
@@ -300,7 +299,8 @@ def plans(dsn: str, loaded: dict[str, Any], account: int, args: argparse.Namespa
     with psycopg.connect(dsn, autocommit=True) as conn:
         explain(
             conn,
-            "queue claim (mta.queue.CLAIM), 1,000 rows of an account with 1% of the table pending",
+            "queue claim (smsmta.queue.claims.CLAIM), 1,000 rows of an account with 1% "
+            "of the table pending",
             CLAIM,
             {
                 "account_id": account,
@@ -315,7 +315,7 @@ def plans(dsn: str, loaded: dict[str, Any], account: int, args: argparse.Namespa
         ids = [f"{(j * 2654435761 % 4294967291):X}-{j}" for j in picks]
         explain(
             conn,
-            f"receipt lookup (sms_process.receipts.MATCH), {len(ids):,} provider ids",
+            f"receipt lookup (smsmta.queue.receipts.MATCH), {len(ids):,} provider ids",
             MATCH.replace("%b", "%s"),
             ([account] * len(ids), ids),
         )
@@ -374,35 +374,20 @@ def plans(dsn: str, loaded: dict[str, Any], account: int, args: argparse.Namespa
 
 
 def write_config(folder: Path, port: int, args: argparse.Namespace) -> Path:
-    config = {
-        "kind": "mid",
-        "host_id": "bench",
-        "logging": {"level": "warning", "format": "json"},
-        "mta": {
-            "children": args.children,
-            "metrics_port": None,
-            "poll_interval": 0.2,
-            "claim_batch": 2000,
-        },
-        "accounts": [
-            {
-                "name": BENCH_ACCOUNT,
-                "operator": "bench",
-                "connection": {
-                    "smsc_name": "Sim",
-                    "server": "127.0.0.1",
-                    "port": port,
-                    "system_id": "smsmta",
-                    "password": "secret",
-                    "connections": 2,
-                },
-                "throughput": {"window": 100, "mt_timeout": 30, "reconnect_delay": 1},
-            }
-        ],
+    account = simulator_account(
+        BENCH_ACCOUNT,
+        "bench",
+        port,
+        mode=None,
+        throughput={"window": 100, "mt_timeout": 30, "reconnect_delay": 1},
+    )
+    mta = {
+        "children": args.children,
+        "metrics_port": None,
+        "poll_interval": 0.2,
+        "claim_batch": 2000,
     }
-    path = folder / "mid.yaml"
-    path.write_text(json.dumps(config))
-    return path
+    return write_document(folder / "mid.yaml", mid_document([account], mta=mta))
 
 
 class Feeder(threading.Thread):
@@ -528,15 +513,11 @@ def mta_runs(dsn: str, url: Any, args: argparse.Namespace) -> None:
         account, delivery = asyncio.run(prepare())
         feeder = Feeder(dsn, account, delivery, low=40_000, chunk=20_000)
         feeder.start()
-        env = {**os.environ, DATABASE_URL_ENV: url.render_as_string(hide_password=False)}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        mta = subprocess.Popen(
-            [sys.executable, "-m", "smsmta.cli", "mta", "--config", str(config_path)],
-            env=env,
-            cwd=ROOT,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-        )
+        mta = spawn(
+            "mta", "--config", str(config_path),
+            url=url.render_as_string(hide_password=False),
+            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
         deadline = time.monotonic() + 60
         while submits.value < 10_000:
             if time.monotonic() > deadline or mta.poll() is not None:
@@ -638,54 +619,42 @@ def main() -> None:
     if not 0 < args.purge_rows < args.rows // 2:
         parser.error("--purge-rows: more than 0 and less than half of --rows")
     started = time.monotonic()
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
-    with ExitStack() as stack:
-        named = args.database_url or os.environ.get(DATABASE_URL_ENV)
-        if named:
-            server_url, where = normalize_url(named), "the PostgreSQL given (--database-url)"
-        else:
-            folder = Path(tempfile.mkdtemp(prefix="smsmta-bench-pg-"))
-            server_url = stack.enter_context(embedded(folder / "pgdata"))
-            where = "embedded PostgreSQL 16 (pgserver, default settings, fsync on)"
-        name = f"smsmta_housekeeping_{uuid.uuid4().hex[:8]}"
-        admin = libpq_dsn(server_url)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-            version = conn.execute("SHOW server_version").fetchone()[0]
+    with (
+        server(args.database_url) as (server_url, where),
+        scratch_database(server_url, "smsmta_housekeeping") as url,
+    ):
+        dsn = libpq_dsn(url)
+        with psycopg.connect(dsn, autocommit=True) as conn:
             settings = dict(
                 conn.execute(
                     "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN "
                     "('shared_buffers', 'work_mem', 'max_wal_size', 'autovacuum')"
                 ).fetchall()
             )
-        url = server_url.set(database=name)
-        dsn = libpq_dsn(url)
-        try:
-            print("Housekeeping benchmark: 10M-row purge, index plans, MTA during a purge")
-            print(f"  python      {platform.python_implementation()} {platform.python_version()}")
-            print(
-                f"  cpu         {cpu}, {psutil.cpu_count()} cores, "
-                f"load {psutil.getloadavg()[0]:.2f} at start (shared machine)"
+        print(
+            describe_conditions(
+                "Housekeeping benchmark: 10M-row purge, index plans, MTA during a purge",
+                database=f"{where}, same machine; {settings}",
+                dsn=dsn,
+                rows=[
+                    (
+                        "rows",
+                        f"broad_log {args.rows:,} ({args.purge_rows:,} past the 90-day "
+                        f"retention), provider_msg_id {args.rows // 2:,}, receipt "
+                        f"{args.rows // 10:,}, inbox {args.rows // 10:,}",
+                    )
+                ],
             )
-            print(f"  database    {where}, PostgreSQL {version}, same machine; {settings}")
-            print(
-                f"  rows        broad_log {args.rows:,} ({args.purge_rows:,} past the 90-day "
-                f"retention), provider_msg_id {args.rows // 2:,}, receipt {args.rows // 10:,}, "
-                f"inbox {args.rows // 10:,}"
-            )
-            migrate.upgrade(url, "mid")
-            bulk = load_bulk_account(dsn)
-            print("\nLoading (generate_series, secondary indexes rebuilt after):", flush=True)
-            loaded = load(dsn, args, bulk)
-            for table, size, tuples in loaded["sizes"]:
-                print(f"   {table:<16} {tuples:>12,} rows {size / 2**30:7.2f} GiB with indexes")
-            plans(dsn, loaded, bulk, args)
-            if not args.skip_mta:
-                mta_runs(dsn, url, args)
-        finally:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        )
+        migrate.upgrade(url, "mid")
+        bulk = load_bulk_account(dsn)
+        print("\nLoading (generate_series, secondary indexes rebuilt after):", flush=True)
+        loaded = load(dsn, args, bulk)
+        for table, size, tuples in loaded["sizes"]:
+            print(f"   {table:<16} {tuples:>12,} rows {size / 2**30:7.2f} GiB with indexes")
+        plans(dsn, loaded, bulk, args)
+        if not args.skip_mta:
+            mta_runs(dsn, url, args)
     print(f"\ntotal {time.monotonic() - started:.0f} s, load {psutil.getloadavg()[0]:.2f} at end")
 
 

@@ -1,6 +1,6 @@
 """Benchmark: smsmta's promises against an SMSC we did not write, as one table.
 
-Runs the scenarios of tests/independent (`tests.independent.scenarios.SCENARIOS`: decimal
+Runs the scenarios of tests/independent (`smsmta.testing.scenarios.SCENARIOS`: decimal
 ids, hex submit ids with decimal text ids, TLV-only ids, throttling, dropped links, bind
 limits, MO/STOP, multipart with receipts on all parts) against smsc.js (the npm package
 `smpp`), each with --scale times its messages, the real `smsmta mta` and `smsmta
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
 import sys
@@ -31,17 +30,18 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url  # noqa: E402
-from tests.conftest import scratch_database  # noqa: E402
-from tests.independent.conftest import ensure_node_modules  # noqa: E402
-from tests.independent.scenarios import (  # noqa: E402
+from smsmta.db.engine import libpq_dsn  # noqa: E402
+from smsmta.testing.conditions import load  # noqa: E402
+from smsmta.testing.harness import SmsHarness  # noqa: E402
+from smsmta.testing.independent import ensure_node_modules  # noqa: E402
+from smsmta.testing.scenarios import (  # noqa: E402
     SCENARIOS,
     Result,
     assert_promises,
     run_scenario,
     scaled,
 )
-from tests.sms_process.conftest import SmsHarness  # noqa: E402
+from smsmta.testing.stack import scratch_database, server  # noqa: E402
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -87,16 +87,14 @@ async def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="smsmta-independent-", dir="/tmp"))
     rows: list[tuple[Result, str]] = []
     try:
-        with contextlib.ExitStack() as stack:
-            named = os.environ.get(DATABASE_URL_ENV)
-            server = normalize_url(named) if named else stack.enter_context(embedded(work / "pg"))
+        with server(None, "smsmta-independent-pg-") as (server_url, _):
             for scenario in SCENARIOS:
                 if scenario.name not in args.picked:
                     continue
                 scenario = scaled(scenario, args.scale)
                 directory = work / scenario.name
                 directory.mkdir()
-                with scratch_database(server, "smsmta_indep", migrated=True) as url:
+                with scratch_database(server_url, "smsmta_indep", migrated=True) as url:
                     harness = SmsHarness(url, directory, libpq_dsn(url))
                     harness.services = []
                     try:
@@ -114,13 +112,12 @@ async def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     print()
     print(table(rows))
-    load1, load5, _ = os.getloadavg()
     print(
         f"\nconditions: independent SMSC smsc.js on the npm package smpp 0.5.1 ({node} "
         f"{version}), 30% of destinations failing (UNDELIV/REJECTD, an err code each), "
         f"receipts 50 ms after the answer; scale {args.scale}; real smsmta mta + "
         f"sms-process subprocesses, a fresh database each; machine {psutil.cpu_count()} "
-        f"cores, load average {load1:.2f} / {load5:.2f}"
+        f"cores, load average {load()}"
     )
     return 0 if all(verdict == "kept" for _, verdict in rows) else 1
 

@@ -10,7 +10,8 @@ database (first and last `sent_at`) and from the simulator (arrival times). Prin
 3. the peak RSS of every MTA process, and the conditions.
 
 Usage: .venv/bin/python bench/mta.py [--messages 100000] [--window 100] [--connections 2]
-PostgreSQL: SMSMTA_DATABASE_URL (a server where databases may be created), else an
+       [--database-url postgresql://...]
+PostgreSQL: --database-url or SMSMTA_DATABASE_URL (a server where databases may be created), else an
 embedded one started for the benchmark.
 """
 
@@ -19,18 +20,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import multiprocessing
 import os
-import platform
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
@@ -41,10 +40,14 @@ sys.path.insert(0, str(ROOT))
 
 from smsmta.accounts import sync_accounts  # noqa: E402
 from smsmta.db import migrate  # noqa: E402
-from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url  # noqa: E402
-from smsmta.enqueue import DeliverySpec, create_delivery, enqueue  # noqa: E402
+from smsmta.db.engine import libpq_dsn  # noqa: E402
+from smsmta.queue.enqueue import DeliverySpec, create_delivery, enqueue  # noqa: E402
 from smsmta.settings import load  # noqa: E402
 from smsmta.simulator import SimulatorConfig, Smsc  # noqa: E402
+from smsmta.testing.conditions import describe_conditions  # noqa: E402
+from smsmta.testing.figures import max_in_any_second  # noqa: E402
+from smsmta.testing.settings import mid_document, simulator_account, write_document  # noqa: E402
+from smsmta.testing.stack import scratch_database, server, spawn  # noqa: E402
 
 
 def simulator_process(port: int, record: bool, ready, conn) -> None:
@@ -83,40 +86,23 @@ def simulator_process(port: int, record: bool, ready, conn) -> None:
 def write_config(
     folder: Path, port: int, children: int, args: argparse.Namespace, rate: float
 ) -> Path:
-    config = {
-        "kind": "mid",
-        "host_id": "bench",
-        "logging": {"level": "warning", "format": "json"},
-        "mta": {
-            "children": children,
-            "metrics_port": None,
-            "poll_interval": 0.2,
-            "claim_batch": 2000,
+    account = simulator_account(
+        "bench_sms",
+        "bench",
+        port,
+        connections=args.connections,
+        mode=None,
+        throughput={
+            "window": args.window,
+            "max_mt_per_second": rate,
+            "mt_timeout": 30,
+            "reconnect_delay": 1,
         },
-        "accounts": [
-            {
-                "name": "bench_sms",
-                "operator": "bench",
-                "connection": {
-                    "smsc_name": "Sim",
-                    "server": "127.0.0.1",
-                    "port": port,
-                    "system_id": "smsmta",
-                    "password": "secret",
-                    "connections": args.connections,
-                },
-                "throughput": {
-                    "window": args.window,
-                    "max_mt_per_second": rate,
-                    "mt_timeout": 30,
-                    "reconnect_delay": 1,
-                },
-            }
-        ],
-    }
-    path = folder / f"mid-{children}-{int(rate)}.yaml"
-    path.write_text(json.dumps(config))
-    return path
+    )
+    mta = {"children": children, "metrics_port": None, "poll_interval": 0.2, "claim_batch": 2000}
+    return write_document(
+        folder / f"mid-{children}-{int(rate)}.yaml", mid_document([account], mta=mta)
+    )
 
 
 async def fill_queue(dsn: str, config_path: Path, count: int) -> None:
@@ -141,97 +127,78 @@ def run(
     count: int | None = None,
 ) -> dict:
     count = count or args.messages
-    name = f"smsmta_bench_{uuid.uuid4().hex[:8]}"
-    admin = libpq_dsn(server_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = server_url.set(database=name)
+    with scratch_database(server_url, "smsmta_bench") as url:
+        migrate.upgrade(url, "mid")
+        return one_run(args, url, children, rate, count)
+
+
+def one_run(args: argparse.Namespace, url: Any, children: int, rate: float, count: int) -> dict:
     dsn = libpq_dsn(url)
     folder = Path(tempfile.mkdtemp(prefix="smsmta-bench-"))
-    try:
-        for side in ("mid",):
-            migrate.upgrade(url, side)
-        port = 27800 + children * 10 + (1 if rate else 0)
-        ready = multiprocessing.Event()
-        parent, child = multiprocessing.Pipe()
-        simulator = multiprocessing.Process(
-            target=simulator_process, args=(port, bool(rate), ready, child), daemon=True
-        )
-        simulator.start()
-        ready.wait(20)
-        config_path = write_config(folder, port, children, args, rate)
-        asyncio.run(fill_queue(dsn, config_path, count))
-        env = {**os.environ, DATABASE_URL_ENV: url.render_as_string(hide_password=False)}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        started = time.monotonic()
-        mta = subprocess.Popen(
-            [sys.executable, "-m", "smsmta.cli", "mta", "--config", str(config_path)],
-            env=env,
-            cwd=ROOT,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-        )
-        peak: dict[str, int] = {}
-        sent = 0
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            while sent < count:
-                time.sleep(0.5)
-                sent = conn.execute(
-                    "SELECT count(*) FROM mid.broad_log WHERE status = 'sent'"
-                ).fetchone()[0]
+    port = 27800 + children * 10 + (1 if rate else 0)
+    ready = multiprocessing.Event()
+    parent, child = multiprocessing.Pipe()
+    simulator = multiprocessing.Process(
+        target=simulator_process, args=(port, bool(rate), ready, child), daemon=True
+    )
+    simulator.start()
+    ready.wait(20)
+    config_path = write_config(folder, port, children, args, rate)
+    asyncio.run(fill_queue(dsn, config_path, count))
+    started = time.monotonic()
+    mta = spawn(
+        "mta", "--config", str(config_path),
+        url=url.render_as_string(hide_password=False),
+        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    peak: dict[str, int] = {}
+    sent = 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while sent < count:
+            time.sleep(0.5)
+            sent = conn.execute(
+                "SELECT count(*) FROM mid.broad_log WHERE status = 'sent'"
+            ).fetchone()[0]
+            try:
+                processes = [psutil.Process(mta.pid), *psutil.Process(mta.pid).children()]
+            except psutil.NoSuchProcess:
+                break
+            for process in processes:
                 try:
-                    processes = [psutil.Process(mta.pid), *psutil.Process(mta.pid).children()]
-                except psutil.NoSuchProcess:
-                    break
-                for process in processes:
-                    try:
-                        label = (
-                            "supervisor"
-                            if process.pid == mta.pid
-                            else ("child " + process.cmdline()[-1])
-                        )
-                        peak[label] = max(peak.get(label, 0), process.memory_info().rss)
-                    except (psutil.NoSuchProcess, IndexError):
-                        pass
-                if time.monotonic() - started > 600:
-                    raise SystemExit("the run took over 10 minutes; stopping")
-            first, last = conn.execute(
-                "SELECT min(sent_at), max(sent_at) FROM mid.broad_log"
-            ).fetchone()
-        mta.send_signal(signal.SIGTERM)
-        _, stderr = mta.communicate(timeout=60)
-        parent.send("stop")
-        result = parent.recv()
-        simulator.join(10)
-        seconds = (last - first).total_seconds()
-        return {
-            "children": children,
-            "count": count,
-            "sent": sent,
-            "seconds": seconds,
-            "rate": count / seconds if seconds else float("inf"),
-            "exit": mta.returncode,
-            "peak_rss": peak,
-            "times": result["times"],
-            "accepted": result["accepted"],
-            "duplicates": result["duplicates"],
-            "errors": [
-                line for line in stderr.decode(errors="replace").splitlines() if '"error"' in line
-            ][:5],
-        }
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def max_in_any_second(times: list[float]) -> int:
-    times = sorted(times)
-    best = start = 0
-    for end, stamp in enumerate(times):
-        while times[start] + 1.0 <= stamp:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
+                    label = (
+                        "supervisor"
+                        if process.pid == mta.pid
+                        else ("child " + process.cmdline()[-1])
+                    )
+                    peak[label] = max(peak.get(label, 0), process.memory_info().rss)
+                except (psutil.NoSuchProcess, IndexError):
+                    pass
+            if time.monotonic() - started > 600:
+                raise SystemExit("the run took over 10 minutes; stopping")
+        first, last = conn.execute(
+            "SELECT min(sent_at), max(sent_at) FROM mid.broad_log"
+        ).fetchone()
+    mta.send_signal(signal.SIGTERM)
+    _, stderr = mta.communicate(timeout=60)
+    parent.send("stop")
+    result = parent.recv()
+    simulator.join(10)
+    seconds = (last - first).total_seconds()
+    return {
+        "children": children,
+        "count": count,
+        "sent": sent,
+        "seconds": seconds,
+        "rate": count / seconds if seconds else float("inf"),
+        "exit": mta.returncode,
+        "peak_rss": peak,
+        "times": result["times"],
+        "accepted": result["accepted"],
+        "duplicates": result["duplicates"],
+        "errors": [
+            line for line in stderr.decode(errors="replace").splitlines() if '"error"' in line
+        ][:5],
+    }
 
 
 def main() -> None:
@@ -241,28 +208,29 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--cap", type=float, default=2000.0)
     parser.add_argument("--cap-seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--database-url", help="a PostgreSQL server to create databases on (default: "
+        "SMSMTA_DATABASE_URL, else an embedded PostgreSQL)",
+    )  # fmt: skip
     args = parser.parse_args()
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
-    with ExitStack() as stack:
-        named = os.environ.get(DATABASE_URL_ENV)
-        if named:
-            server_url, where = normalize_url(named), "the PostgreSQL of SMSMTA_DATABASE_URL"
-        else:
-            folder = Path(tempfile.mkdtemp(prefix="smsmta-bench-pg-"))
-            server_url = stack.enter_context(embedded(folder / "pgdata"))
-            where = "embedded PostgreSQL 16 (pgserver, default settings, fsync on)"
-        print("MTA benchmark: queue -> smsmta mta -> simulator (separate processes)")
-        print("  simulator   own process at nice -10 (it stands in for an SMSC on its own host)")
-        print(f"  python      {platform.python_implementation()} {platform.python_version()}")
+    with server(args.database_url) as (server_url, where):
         print(
-            f"  cpu         {cpu}, {psutil.cpu_count()} cores, "
-            f"load {psutil.getloadavg()[0]:.2f} at start"
-        )
-        print(f"  database    {where}, same machine")
-        print(
-            f"  account     window {args.window}, {args.connections} binds per child, "
-            "registered_delivery on, simulator answering at once"
+            describe_conditions(
+                "MTA benchmark: queue -> smsmta mta -> simulator (separate processes)",
+                database=where,
+                dsn=libpq_dsn(server_url),
+                rows=[
+                    (
+                        "simulator",
+                        "own process at nice -10 (it stands in for an SMSC on its own host)",
+                    ),
+                    (
+                        "account",
+                        f"window {args.window}, {args.connections} binds per child, "
+                        "registered_delivery on, simulator answering at once",
+                    ),
+                ],
+            )
         )
         print()
         for children in (1, 2):

@@ -26,7 +26,7 @@ Figures (from the database, so nothing is sampled):
   message (the commit follows within that batch's write time).
 
 Usage: .venv/bin/python bench/receipts.py [--count 50000] [--fail-rate 0.2]
-       [--submit before|during] [--connections 2] [--batch 2000]
+       [--submit before|during] [--connections 2] [--batch 2000] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -35,13 +35,10 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
 import signal
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import psutil
@@ -52,44 +49,30 @@ sys.path.insert(0, str(ROOT))
 
 from smsmta.accounts import sync_accounts  # noqa: E402
 from smsmta.db import migrate  # noqa: E402
-from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url  # noqa: E402
-from smsmta.enqueue import DeliverySpec, create_delivery  # noqa: E402
+from smsmta.db.engine import libpq_dsn  # noqa: E402
+from smsmta.queue.enqueue import DeliverySpec, create_delivery  # noqa: E402
 from smsmta.settings import MidConfig  # noqa: E402
 from smsmta.simulator import SimulatorConfig, Smsc  # noqa: E402
 from smsmta.smpp.aio import BaseHandler, BindKind, BindSettings, SmppClient  # noqa: E402
 from smsmta.smpp.pdu import SubmitSm  # noqa: E402
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+from smsmta.testing.conditions import machine, postmaster_pid, python_version  # noqa: E402
+from smsmta.testing.settings import mid_document, simulator_account  # noqa: E402
+from smsmta.testing.stack import cli_command, scratch_database, server, service_env  # noqa: E402
 
 
 def settings(port: int, connections: int, batch: int) -> dict:
-    return {
-        "kind": "mid",
-        "logging": {"level": "warning", "format": "json"},
-        "sms_process": {"metrics_port": None, "batch_size": batch, "poll_interval": 0.2},
-        "accounts": [
-            {
-                "name": "bench_sms",
-                "operator": "bench",
-                "connection": {
-                    "mode": "tx_rx",
-                    "smsc_name": "Sim",
-                    "server": "127.0.0.1",
-                    "port": port,
-                    "system_id": "smsmta",
-                    "password": "secret",
-                    "connections": connections,
-                },
-                "throughput": {"window": 100, "reconnect_delay": 0.5},
-            }
-        ],
-    }
+    account = simulator_account(
+        "bench_sms",
+        "bench",
+        port,
+        connections=connections,
+        throughput={"window": 100, "reconnect_delay": 0.5},
+    )
+    return mid_document(
+        [account],
+        host_id=None,
+        sms_process={"metrics_port": None, "batch_size": batch, "poll_interval": 0.2},
+    )
 
 
 async def record_mts(dsn: str, config: MidConfig, count: int) -> int:
@@ -154,15 +137,6 @@ class CpuMeter:
         return ", ".join([*parts, f"other processes {others:.0%}"]) + " of one core"
 
 
-async def postmaster_pid(conn: psycopg.AsyncConnection) -> int | None:
-    """The PostgreSQL server's pid, when its data directory is readable from here."""
-    with contextlib.suppress(psycopg.Error, OSError, ValueError):
-        cursor = await conn.execute("SHOW data_directory")
-        data_directory = (await cursor.fetchone())[0]
-        return int((Path(data_directory) / "postmaster.pid").read_text().split()[0])
-    return None
-
-
 class Counter(BaseHandler):
     def __init__(self) -> None:
         self.answered = 0
@@ -209,16 +183,9 @@ async def bench(
         if submit_mode == "before":  # the simulator holds the receipts until the binds
             await submit(smsc.port, count)
         log = (workdir / "sms-process.log").open("wb")
-        env = {**os.environ, DATABASE_URL_ENV: url}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "smsmta.cli",
-            "sms-process",
-            "--config",
-            str(path),
-            env=env,
+            *cli_command("sms-process", "--config", str(path)),
+            env=service_env(url),
             stdout=log,
             stderr=log,
             cwd=ROOT,
@@ -226,7 +193,7 @@ async def bench(
         )
         try:
             async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-                pg_pid = await postmaster_pid(conn)
+                pg_pid = postmaster_pid(dsn)
                 while smsc.stats["binds_active"]["rx"] < (
                     1 if submit_mode == "before" else connections
                 ):
@@ -289,10 +256,7 @@ async def bench(
         "this machine"
     )
     print(f"CPU while the receipts flowed: {cpu_used}")
-    print(
-        f"machine: {cpu_model()}, {os.cpu_count()} CPU(s); Python "
-        f"{platform.python_version()} ({platform.python_implementation()}), uvloop"
-    )
+    print(f"machine: {machine()}; Python {python_version()}, uvloop")
 
 
 def main() -> None:
@@ -307,36 +271,28 @@ def main() -> None:
         default="before",
         help="submit the MTs before the SMS process binds (default) or while receipts flow",
     )
+    parser.add_argument(
+        "--database-url", help="a PostgreSQL server to create databases on (default: "
+        "SMSMTA_DATABASE_URL, else an embedded PostgreSQL)",
+    )  # fmt: skip
     args = parser.parse_args()
-    named = os.environ.get(DATABASE_URL_ENV)
-    with contextlib.ExitStack() as stack:
-        if named:
-            server = normalize_url(named)
-        else:
-            root = Path(tempfile.mkdtemp(prefix="bench-receipts-pg-", dir="/tmp"))
-            server = stack.enter_context(embedded(root / "pgdata"))
-        name = f"bench_receipts_{uuid.uuid4().hex[:8]}"
-        admin = libpq_dsn(server)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = server.set(database=name)
-        try:
-            migrate.upgrade(url, "mid")
-            import uvloop
+    with (
+        server(args.database_url, "bench-receipts-pg-") as (server_url, _),
+        scratch_database(server_url, "bench_receipts") as url,
+    ):
+        migrate.upgrade(url, "mid")
+        import uvloop
 
-            uvloop.run(
-                bench(
-                    url.render_as_string(hide_password=False),
-                    args.count,
-                    args.fail_rate,
-                    args.connections,
-                    args.batch,
-                    args.submit,
-                )
+        uvloop.run(
+            bench(
+                url.render_as_string(hide_password=False),
+                args.count,
+                args.fail_rate,
+                args.connections,
+                args.batch,
+                args.submit,
             )
-        finally:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ is measured from a standing start with every host ready. Prints:
 
 Usage: .venv/bin/python bench/scaleout.py [--messages 30000] [--children 1]
        [--connections 2] [--window 100] [--cap 1000] [--cap-seconds 10] [--max-binds 5]
+       [--database-url URL]
 PostgreSQL: SMSMTA_DATABASE_URL (a server where databases may be created), else an
 embedded one started for the benchmark and stopped at the end.
 """
@@ -33,15 +34,12 @@ import contextlib
 import json
 import multiprocessing
 import os
-import platform
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,10 +56,19 @@ from midsourcing import auth  # noqa: E402
 from midsourcing.client import MidClient  # noqa: E402
 from midsourcing.schemas import DeliveryCreate, Message  # noqa: E402
 from smsmta.db import migrate  # noqa: E402
-from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url  # noqa: E402
-from smsmta.demo import free_port  # noqa: E402
+from smsmta.db.engine import libpq_dsn  # noqa: E402
 from smsmta.settings import MarketingAccount  # noqa: E402
 from smsmta.simulator import SimulatorConfig, Smsc  # noqa: E402
+from smsmta.testing.conditions import describe_conditions  # noqa: E402
+from smsmta.testing.figures import max_in_any_second  # noqa: E402
+from smsmta.testing.settings import mid_document, simulator_account  # noqa: E402
+from smsmta.testing.stack import (  # noqa: E402
+    cli_command,
+    free_port,
+    scratch_database,
+    server,
+    service_env,
+)
 
 PASSWORD = "scale-out bench password"
 CHUNK = 5_000
@@ -154,42 +161,32 @@ def host_config(
 ) -> dict[str, Any]:
     """One host's settings: its own host_id and mid port, the one shared account."""
     smpp_port, mid_port, metrics_port = ports
-    return {
-        "kind": "mid",
-        "host_id": host_id,
-        "logging": {"level": "warning", "format": "json"},
-        "mid": {"listen": "127.0.0.1", "port": mid_port, "metrics_port": None},
-        "mta": {
+    account = simulator_account(
+        "bench_sms",
+        "bench",
+        smpp_port,
+        connections=args.connections,
+        throughput={
+            "window": args.window,
+            "max_mt_per_second": cap,
+            "max_binds": binds,
+            "mt_timeout": 30,
+            "reconnect_delay": 1,
+        },
+    )
+    return mid_document(
+        [account],
+        host_id=host_id,
+        mid={"listen": "127.0.0.1", "port": mid_port, "metrics_port": None},
+        mta={
             "children": args.children,
             "metrics_port": metrics_port,
             "poll_interval": 0.2,
             "claim_batch": 2000,
             "lease_ttl": 5,
         },
-        "sms_process": {"metrics_port": None, "poll_interval": 0.2},
-        "accounts": [
-            {
-                "name": "bench_sms",
-                "operator": "bench",
-                "connection": {
-                    "mode": "tx_rx",
-                    "smsc_name": "Sim",
-                    "server": "127.0.0.1",
-                    "port": smpp_port,
-                    "system_id": "smsmta",
-                    "password": "secret",
-                    "connections": args.connections,
-                },
-                "throughput": {
-                    "window": args.window,
-                    "max_mt_per_second": cap,
-                    "max_binds": binds,
-                    "mt_timeout": 30,
-                    "reconnect_delay": 1,
-                },
-            }
-        ],
-    }
+        sms_process={"metrics_port": None, "poll_interval": 0.2},
+    )
 
 
 def mid_client(url: str) -> MidClient:
@@ -251,7 +248,7 @@ async def drive(
     def start(label: str, command: str, path: Path) -> None:
         with (folder / f"{label}.log").open("wb") as log:
             processes[label] = subprocess.Popen(
-                [sys.executable, "-m", "smsmta.cli", command, "--config", str(path)],
+                cli_command(command, "--config", str(path)),
                 env={**env, "PGAPPNAME": label},  # libpq names each service's connections
                 cwd=ROOT,
                 stdout=log,
@@ -353,11 +350,11 @@ async def drive(
 
 
 def one_run(args: argparse.Namespace, server_url: Any, run: Run) -> Run:
-    name = f"smsmta_bench_{uuid.uuid4().hex[:8]}"
-    admin = libpq_dsn(server_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = server_url.set(database=name)
+    with scratch_database(server_url, "smsmta_bench") as url:
+        return run_on(args, url, run)
+
+
+def run_on(args: argparse.Namespace, url: Any, run: Run) -> Run:
     dsn = libpq_dsn(url)
     folder = Path(tempfile.mkdtemp(prefix="smsmta-scaleout-"))
     simulator = None
@@ -376,8 +373,7 @@ def one_run(args: argparse.Namespace, server_url: Any, run: Run) -> Run:
         simulator.start()
         if not ready.wait(30):
             raise SystemExit("the simulator did not start within 30 s")
-        env = {**os.environ, DATABASE_URL_ENV: url.render_as_string(hide_password=False)}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        env = service_env(url.render_as_string(hide_password=False))
         run.load = (psutil.getloadavg()[0], 0.0)
         try:
             asyncio.run(drive(args, dsn, env, folder, run, smpp_port, control_port))
@@ -402,8 +398,6 @@ def one_run(args: argparse.Namespace, server_url: Any, run: Run) -> Run:
             simulator.join(10)
             if simulator.is_alive():
                 simulator.kill()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def metric_sum(text: str, name: str) -> float:
@@ -413,16 +407,6 @@ def metric_sum(text: str, name: str) -> float:
         if line.startswith((name + "{", name + " ")):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-def max_in_any_second(times: list[float]) -> int:
-    """The most arrivals within any half-open one-second span (t - 1, t]."""
-    best = start = 0
-    for end, stamp in enumerate(times):
-        while times[start] + 1.0 <= stamp:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def report(run: Run, args: argparse.Namespace) -> None:
@@ -474,6 +458,10 @@ def main() -> None:
     parser.add_argument(
         "--max-binds", type=int, default=5, help="of the capped run, receivers included"
     )
+    parser.add_argument(
+        "--database-url", help="a PostgreSQL server to create databases on (default: "
+        "SMSMTA_DATABASE_URL, else an embedded PostgreSQL)",
+    )  # fmt: skip
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures as they come
     for name in ("messages", "children", "connections", "window", "max_binds"):
@@ -481,33 +469,29 @@ def main() -> None:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.cap <= 0 or args.cap_seconds <= 0:
         parser.error("--cap and --cap-seconds must be positive")
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
-    with ExitStack() as stack:
-        named = os.environ.get(DATABASE_URL_ENV)
-        if named:
-            server_url, where = normalize_url(named), "the PostgreSQL of SMSMTA_DATABASE_URL"
-        else:
-            folder = Path(tempfile.mkdtemp(prefix="smsmta-bench-pg-"))
-            stack.callback(shutil.rmtree, folder, ignore_errors=True)  # after the server stops
-            server_url = stack.enter_context(embedded(folder / "pgdata"))
-            where = "embedded PostgreSQL 16 (pgserver, default settings, fsync on)"
-        print("Scale-out benchmark: hosts (smsmta mid + smsmta mta) on one PostgreSQL, one account")
-        print(f"  python      {platform.python_implementation()} {platform.python_version()}")
+    with server(args.database_url) as (server_url, where):
         print(
-            f"  cpu         {cpu}, {psutil.cpu_count()} cores, "
-            f"load {psutil.getloadavg()[0]:.2f} at start; every process on this one machine"
+            describe_conditions(
+                "Scale-out benchmark: hosts (smsmta mid + smsmta mta) on one PostgreSQL, one "
+                "account",
+                database=f"{where}; every process on this one machine",
+                dsn=libpq_dsn(server_url),
+                rows=[
+                    (
+                        "each host",
+                        f"smsmta mid + smsmta mta with {args.children} child(ren) x "
+                        f"{args.connections} binds, window {args.window}",
+                    ),
+                    (
+                        "shared",
+                        "one smsmta sms-process (receivers, receipts reconciled), one "
+                        "simulator in its own process at nice -10, answering at once, a "
+                        "receipt for every MT",
+                    ),
+                    ("push", f"one delivery a host, {CHUNK:,}-message chunks, paused until bound"),
+                ],
+            )
         )
-        print(f"  database    {where}")
-        print(
-            f"  each host   smsmta mid + smsmta mta with {args.children} child(ren) x "
-            f"{args.connections} binds, window {args.window}"
-        )
-        print(
-            "  shared      one smsmta sms-process (receivers, receipts reconciled), one simulator"
-            " in its own process at nice -10, answering at once, a receipt for every MT"
-        )
-        print(f"  push        one delivery a host, {CHUNK:,}-message chunks, paused until bound")
         print()
         print(f"1. throughput, uncapped account, {args.messages:,} messages a run")
         runs = [one_run(args, server_url, Run(hosts, args.messages, 0.0, 0)) for hosts in (1, 2)]

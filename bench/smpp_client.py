@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import platform
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from smsmta.simulator import SimulatorConfig, Smsc
 from smsmta.smpp.aio import BaseHandler, BindSettings, SmppConnection, connect
 from smsmta.smpp.pdu import SubmitSm
 from smsmta.smpp.session import Response, Timeouts
+from smsmta.testing.conditions import describe_conditions
 
 
 def run_simulator(port: int, resp_delay_ms: float, ready: multiprocessing.Event) -> None:
@@ -144,15 +144,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="per window/RTT run")
     parser.add_argument("--port", type=int, default=27750)
     args = parser.parse_args()
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line),
-        platform.processor(),
+    print(
+        describe_conditions(
+            "SMPP client benchmark: smsmta.smpp.aio client -> smsmta.simulator over 127.0.0.1",
+            rows=[
+                ("event loop", "uvloop"),
+                ("processes", "client and simulator in separate processes; 1 transmitter bind"),
+            ],
+        )
     )
-    print("SMPP client benchmark: smsmta.smpp.aio client -> smsmta.simulator over 127.0.0.1")
-    print(f"  python      {platform.python_implementation()} {platform.python_version()}, uvloop")
-    print(f"  cpu         {cpu}, {psutil.cpu_count()} cores, load {psutil.getloadavg()[0]:.2f}")
-    print("  processes   client and simulator in separate processes; 1 transmitter bind")
     print()
     result = measure(args.port, 0.0, 100, args.messages, None)
     print(f"1. throughput, window 100, no response delay, {args.messages:,} submit_sm")

@@ -5,7 +5,7 @@ server; a fresh database is created in it and dropped at the end), the SMSC simu
 its own process (receipts after `--dlr-delay-ms`, `--fail-rate` of them failures, its
 control endpoint on), the real `smsmta mta` (supervisor + `--children` children) and the
 real `smsmta sms-process`, both started as an operator starts them. The bench enqueues
-straight into the mid queue with `smsmta.enqueue` (as bench/mta.py does) at `--rate`
+straight into the mid queue with `smsmta.queue.enqueue` (as bench/mta.py does) at `--rate`
 messages per second, each message to its own destination so that the simulator's
 `duplicates` counter counts exactly the MTs it received twice.
 
@@ -40,14 +40,12 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
-import platform
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,13 +56,15 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.receipts import cpu_model, postmaster_pid  # noqa: E402
 from smsmta.accounts import sync_accounts  # noqa: E402
 from smsmta.db import migrate  # noqa: E402
-from smsmta.db.engine import DATABASE_URL_ENV, embedded, libpq_dsn, normalize_url  # noqa: E402
-from smsmta.enqueue import DeliverySpec, create_delivery, enqueue  # noqa: E402
+from smsmta.db.engine import DATABASE_URL_ENV, libpq_dsn  # noqa: E402
+from smsmta.queue.enqueue import DeliverySpec, create_delivery, enqueue  # noqa: E402
 from smsmta.settings import MidConfig, load  # noqa: E402
 from smsmta.simulator import SimulatorConfig, Smsc  # noqa: E402
+from smsmta.testing.conditions import describe_conditions, postmaster_pid  # noqa: E402
+from smsmta.testing.settings import mid_document, simulator_account  # noqa: E402
+from smsmta.testing.stack import cli_command, scratch_database, server, service_env  # noqa: E402
 
 ACCOUNT = "soak_sms"
 FAULTS = ("kill-child", "drop-links", "kill-sms", "restart-mta")
@@ -146,41 +146,31 @@ class Simulator:
 
 
 def mid_settings(args: argparse.Namespace, port: int) -> dict[str, Any]:
-    return {
-        "kind": "mid",
-        "host_id": "soak",
-        "logging": {"level": "warning", "format": "json"},
-        "mta": {
+    account = simulator_account(
+        ACCOUNT,
+        "soak",
+        port,
+        connections=args.connections,
+        throughput={
+            "window": args.window,
+            "max_mt_per_second": 0,
+            "mt_timeout": 10,
+            "reconnect_delay": 1,
+            "bind_timeout": 5,
+        },
+    )
+    return mid_document(
+        [account],
+        host_id="soak",
+        mta={
             "children": args.children,
             "metrics_port": None,
             "poll_interval": 0.5,
             "lease_ttl": 10,
             "shutdown_timeout": 10,
         },
-        "sms_process": {"metrics_port": None, "poll_interval": 0.5, "shutdown_timeout": 10},
-        "accounts": [
-            {
-                "name": ACCOUNT,
-                "operator": "soak",
-                "connection": {
-                    "mode": "tx_rx",
-                    "smsc_name": "Sim",
-                    "server": "127.0.0.1",
-                    "port": port,
-                    "system_id": "smsmta",
-                    "password": "secret",
-                    "connections": args.connections,
-                },
-                "throughput": {
-                    "window": args.window,
-                    "max_mt_per_second": 0,
-                    "mt_timeout": 10,
-                    "reconnect_delay": 1,
-                    "bind_timeout": 5,
-                },
-            }
-        ],
-    }
+        sms_process={"metrics_port": None, "poll_interval": 0.5, "shutdown_timeout": 10},
+    )
 
 
 @dataclass
@@ -197,7 +187,7 @@ class Service:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "smsmta.cli", *self.command],
+                cli_command(*self.command),
                 env=self.env,
                 cwd=ROOT,
                 stdout=log,
@@ -656,18 +646,16 @@ async def soak(args: argparse.Namespace, url: str, workdir: Path) -> int:
     settings_path.write_text(json.dumps(mid_settings(args, simulator.port), indent=2))
     config = load(settings_path)
     assert isinstance(config, MidConfig)
-    env = {**os.environ, DATABASE_URL_ENV: url}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     mta = Service(
         "mta",
         ["mta", "--config", str(settings_path)],
-        {**env, "PGAPPNAME": "soak mta"},
+        service_env(url, PGAPPNAME="soak mta"),
         workdir / "mta.log",
     )
     sms = Service(
         "sms-process",
         ["sms-process", "--config", str(settings_path)],
-        {**env, "PGAPPNAME": "soak sms-process"},
+        service_env(url, PGAPPNAME="soak sms-process"),
         workdir / "sms-process.log",
     )
     state: Soak | None = None
@@ -680,10 +668,8 @@ async def soak(args: argparse.Namespace, url: str, workdir: Path) -> int:
         ) as feeder:  # fmt: skip
             account_id = (await sync_accounts(conn, config))[ACCOUNT]
             delivery = await create_delivery(conn, account_id, DeliverySpec("soak", "Soak"))
-            pg_pid = await postmaster_pid(conn)
-            cursor = await conn.execute("SHOW server_version")
-            pg_version = (await cursor.fetchone())[0]
-            print(conditions(args, simulator, pg_version, pg_pid, workdir), flush=True)
+            pg_pid = postmaster_pid(dsn)
+            print(conditions(args, simulator, dsn, pg_pid, workdir), flush=True)
             state = Soak(args, dsn, simulator, mta, sms, pg_pid)
             mta.start()
             sms.start()
@@ -819,39 +805,49 @@ async def totals(state: Soak, conn: psycopg.AsyncConnection, delivery: int) -> i
 
 
 def conditions(
-    args: argparse.Namespace, simulator: Simulator, pg_version: str, pg_pid: int | None, w: Path
+    args: argparse.Namespace, simulator: Simulator, dsn: str, pg_pid: int | None, w: Path
 ) -> str:
     where = (
         "external PostgreSQL (--database-url / SMSMTA_DATABASE_URL)"
         if args.database_url
         else "embedded PostgreSQL (pgserver, default settings)"
     )
-    return "\n".join(
-        [
-            "Soak: queue -> smsmta mta -> simulator -> smsmta sms-process, with periodic faults",
-            f"  machine     {cpu_model()}, {psutil.cpu_count()} cores, load average "
-            f"{' '.join(f'{x:.2f}' for x in psutil.getloadavg())} at start, "
-            f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM",
-            f"  python      {platform.python_implementation()} {platform.python_version()}",
-            f"  database    {where}, PostgreSQL {pg_version}"
-            + (f", postmaster pid {pg_pid}" if pg_pid else ", not on this machine"),
-            f"  run         {args.minutes} min at {args.rate:g} msg/s offered "
-            f"({int(args.rate * args.minutes * 60):,} messages), a fault every "
-            f"{args.fault_every:g} s cycling {', '.join(FAULTS)}; drain at most {args.drain} s",
-            f"  MTA         {args.children} children, {args.connections} transmitter binds "
-            f"each, window {args.window}, mt_timeout 10 s, no rate cap",
-            f"  SMS process {args.connections} receiver binds, defaults otherwise",
-            f"  simulator   own process, receipts after {args.dlr_delay_ms:g} ms, "
-            f"{args.fail_rate:.0%} failures, port {simulator.port}, control endpoint "
-            f"http://127.0.0.1:{simulator.control_port}/stats",
-            f"  files       {w} (settings, service logs)",
-            "  columns     offered = messages enqueued in the minute; MT/s = submits accepted by "
-            "the simulator;\n              final/s = messages reaching delivered/failed; "
-            "queue = pending + sending; sent = awaiting receipt;\n              RSS MiB and "
-            "fds per process (pg: PSS and fds summed over PostgreSQL's processes); PG conns\n"
-            "              = client connections by application_name; dups = cumulative "
-            "duplicates at the simulator",
-        ]
+    where += f", postmaster pid {pg_pid}" if pg_pid else ", not on this machine"
+    return describe_conditions(
+        "Soak: queue -> smsmta mta -> simulator -> smsmta sms-process, with periodic faults",
+        database=where,
+        dsn=dsn,
+        rows=[
+            (
+                "run",
+                f"{args.minutes} min at {args.rate:g} msg/s offered "
+                f"({int(args.rate * args.minutes * 60):,} messages), a fault every "
+                f"{args.fault_every:g} s cycling {', '.join(FAULTS)}; drain at most "
+                f"{args.drain} s",
+            ),
+            (
+                "MTA",
+                f"{args.children} children, {args.connections} transmitter binds "
+                f"each, window {args.window}, mt_timeout 10 s, no rate cap",
+            ),
+            ("SMS process", f"{args.connections} receiver binds, defaults otherwise"),
+            (
+                "simulator",
+                f"own process, receipts after {args.dlr_delay_ms:g} ms, "
+                f"{args.fail_rate:.0%} failures, port {simulator.port}, control endpoint "
+                f"http://127.0.0.1:{simulator.control_port}/stats",
+            ),
+            ("files", f"{w} (settings, service logs)"),
+            (
+                "columns",
+                "offered = messages enqueued in the minute; MT/s = submits accepted by "
+                "the simulator;\n              final/s = messages reaching delivered/failed; "
+                "queue = pending + sending; sent = awaiting receipt;\n              RSS MiB "
+                "and fds per process (pg: PSS and fds summed over PostgreSQL's processes); PG "
+                "conns\n              = client connections by application_name; dups = "
+                "cumulative duplicates at the simulator",
+            ),
+        ],
     )
 
 
@@ -870,7 +866,7 @@ def main() -> None:
     parser.add_argument("--drain", type=int, default=300, help="most seconds to drain at the end")
     parser.add_argument(
         "--database-url",
-        default=os.environ.get(DATABASE_URL_ENV),
+        default=os.environ.get(DATABASE_URL_ENV),  # named here: the conditions say which
         help="a PostgreSQL server where a database may be created (default: embedded)",
     )
     args = parser.parse_args()
@@ -885,27 +881,15 @@ def main() -> None:
         parser.error(f"--fail-rate must be within 0..1, got {args.fail_rate:g}")
     workdir = Path(tempfile.mkdtemp(prefix="smsmta-soak-", dir="/tmp"))
     code = 1
-    with contextlib.ExitStack() as stack:
-        if args.database_url:
-            try:
-                server = normalize_url(args.database_url)
-            except Exception as error:
-                parser.error(f"--database-url: {error}")
-        else:
-            server = stack.enter_context(embedded(workdir / "pgdata"))
-        name = f"smsmta_soak_{uuid.uuid4().hex[:8]}"
-        admin = libpq_dsn(server)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = server.set(database=name)
-        try:
+    try:
+        with (
+            server(args.database_url, "smsmta-soak-pg-") as (server_url, _),
+            scratch_database(server_url, "smsmta_soak") as url,
+        ):
             migrate.upgrade(url, "mid")
             code = asyncio.run(soak(args, url.render_as_string(hide_password=False), workdir))
-        except KeyboardInterrupt:
-            print("interrupted")
-        finally:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except KeyboardInterrupt:
+        print("interrupted")
     shutil.rmtree(workdir / "pgdata", ignore_errors=True)
     if code == 0:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from smsmta.smpp.text import decode_short_message, encode_message
+from smsmta.testing.conditions import python_version
 
 ENCODE_CASES: dict[str, tuple[str, dict[str, object]]] = {
     "1-part GSM7, 84 chars": (
@@ -55,7 +56,7 @@ def rate(fn: Callable[[], object], seconds: float) -> float:
 
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
-    python = f"{platform.python_implementation()} {platform.python_version()}"
+    python = python_version()
     print(
         f"smsmta.smpp.text: {python}, {platform.machine()}, {os.cpu_count()} CPUs "
         f"(one thread used), {seconds:g} s per case"

@@ -42,6 +42,8 @@ import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from smsmta.backoff import Backoff
+
 ADMINISTRATION = "ADMINISTRATION"
 MONITORING = "MONITORING"  # read the status page of every operator's accounts
 LOGIN_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -134,7 +136,7 @@ def failure_delay(
     over = failures - free_failures + 1
     if failures < free_failures or over <= 0:
         return 0.0
-    return float(min(max_delay, base_delay * 2 ** min(over - 1, 30)))
+    return Backoff(base_delay, max_delay).delay(over)
 
 
 # --- the API's side (async) ---------------------------------------------------------------

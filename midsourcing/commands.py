@@ -13,13 +13,21 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import click
 
 from smsmta import settings
+from smsmta.cli_common import (
+    MID_CONFIG_OPTION,
+    load_config,
+    load_mid,
+    mid_db_options,
+    mid_dsn,
+    run_service,
+    schema_dsn,
+)
 
 T = TypeVar("T")
 
@@ -44,7 +52,6 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def _load_marketing(config_path: str) -> settings.MarketingConfig:
     from smsmta import obs
-    from smsmta.cli import load_config
 
     cfg = load_config(config_path, settings.MarketingConfig, "command")
     # tools print their results on stdout; the log (warnings and errors only) goes to stderr
@@ -52,89 +59,28 @@ def _load_marketing(config_path: str) -> settings.MarketingConfig:
     return cfg
 
 
-@contextmanager
-def _marketing_dsn(cfg: settings.MarketingConfig) -> Iterator[str]:
-    from smsmta.cli import _require_schema
-    from smsmta.db.engine import database, libpq_dsn
-
-    with database(settings.database_url(cfg), cfg.database.embedded_dir) as url:
-        _require_schema(url, "marketing")
-        yield libpq_dsn(url)
-
-
 # --- services -------------------------------------------------------------------------------
 
 
 @click.command("mid")
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="The mid settings file.",
-)
+@MID_CONFIG_OPTION
 def mid_command(config_path: str) -> None:
     """Run the mid server: the HTTP API the marketing side pushes to and pulls from."""
     from midsourcing.server import run
-    from smsmta import obs
-    from smsmta.cli import _load_mid, _require_schema
-    from smsmta.db.engine import database, libpq_dsn
 
-    cfg = _load_mid(config_path)
-    obs.configure_logging(
-        "mid",
-        cfg.logging.level,
-        cfg.logging.format,
-        show_personal_data=cfg.logging.show_personal_data,
-    )
-    with database(settings.database_url(cfg), cfg.database.embedded_dir) as url:
-        _require_schema(url, "mid")
-        code = run(cfg, libpq_dsn(url))
-    sys.exit(code)
+    run_service("mid", load_mid(config_path), "mid", run)
 
 
 @click.command("marketing")
 @MARKETING_CONFIG
 def marketing_command(config_path: str) -> None:
     """Run the marketing service: push new deliveries, pull statuses into KPIs."""
-    from midsourcing.marketing import run
-    from smsmta import obs
+    from midsourcing.marketing_service import run
 
-    cfg = _load_marketing(config_path)
-    obs.configure_logging(
-        "marketing",
-        cfg.logging.level,
-        cfg.logging.format,
-        show_personal_data=cfg.logging.show_personal_data,
-    )
-    with _marketing_dsn(cfg) as dsn:
-        code = run(cfg, dsn)
-    sys.exit(code)
+    run_service("marketing", _load_marketing(config_path), "marketing", run)
 
 
 # --- operators (mid side) ------------------------------------------------------------------
-
-
-def _mid_db_options(func: Any) -> Any:
-    func = click.option(
-        "--url", help="Database URL; default: SMSMTA_DATABASE_URL, the config's, else embedded."
-    )(func)
-    return click.option(
-        "--config",
-        "config_path",
-        type=click.Path(exists=True, dir_okay=False),
-        help="The mid settings file naming the database.",
-    )(func)
-
-
-@contextmanager
-def _mid_dsn(config_path: str | None, url: str | None) -> Iterator[str]:
-    from smsmta.cli import _require_schema, _target
-    from smsmta.db.engine import libpq_dsn
-
-    with _target(config_path, url, "mid") as (target, _sides):
-        _require_schema(target, "mid")
-        yield libpq_dsn(target)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -179,7 +125,7 @@ def operator_group() -> None:
 )
 @PASSWORD_STDIN
 @click.option("--no-password", is_flag=True, help="No password (the API will refuse it).")
-@_mid_db_options
+@mid_db_options
 def operator_add(
     login: str,
     label: str,
@@ -193,7 +139,7 @@ def operator_add(
     from midsourcing import auth
 
     password = None if no_password else _read_password(password_stdin)
-    with _mid_dsn(config_path, url) as dsn:
+    with mid_dsn(config_path, url, check_schema=True) as dsn:
         try:
             op = auth.add_operator(dsn, login, label, password, list(rights))
         except auth.OperatorError as exc:
@@ -204,7 +150,7 @@ def operator_add(
 @operator_group.command("passwd")
 @click.argument("login")
 @PASSWORD_STDIN
-@_mid_db_options
+@mid_db_options
 def operator_passwd(
     login: str, password_stdin: bool, config_path: str | None, url: str | None
 ) -> None:
@@ -212,7 +158,7 @@ def operator_passwd(
     from midsourcing import auth
 
     password = _read_password(password_stdin)
-    with _mid_dsn(config_path, url) as dsn:
+    with mid_dsn(config_path, url, check_schema=True) as dsn:
         try:
             op = auth.set_password(dsn, login, password)
         except auth.OperatorError as exc:
@@ -225,7 +171,7 @@ def operator_passwd(
 @click.option("--add", "add", multiple=True, help="Grant a right; repeat for several.")
 @click.option("--remove", "remove", multiple=True, help="Withdraw a right.")
 @click.option("--set", "replace", help="Comma-separated rights replacing all of them.")
-@_mid_db_options
+@mid_db_options
 def operator_rights(
     login: str,
     add: tuple[str, ...],
@@ -237,7 +183,7 @@ def operator_rights(
     """Show or change the rights of LOGIN (changing them revokes its tokens)."""
     from midsourcing import auth
 
-    with _mid_dsn(config_path, url) as dsn:
+    with mid_dsn(config_path, url, check_schema=True) as dsn:
         try:
             if not add and not remove and replace is None:
                 ops = [o for o in auth.list_operators(dsn) if o.login == login]
@@ -254,12 +200,12 @@ def operator_rights(
 
 @operator_group.command("list")
 @click.option("--json", "as_json", is_flag=True)
-@_mid_db_options
+@mid_db_options
 def operator_list(as_json: bool, config_path: str | None, url: str | None) -> None:
     """List the operators."""
     from midsourcing import auth
 
-    with _mid_dsn(config_path, url) as dsn:
+    with mid_dsn(config_path, url, check_schema=True) as dsn:
         ops = auth.list_operators(dsn)
     if as_json:
         for op in ops:
@@ -280,14 +226,14 @@ def operator_list(as_json: bool, config_path: str | None, url: str | None) -> No
 @operator_group.command("remove")
 @click.argument("login")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@_mid_db_options
+@mid_db_options
 def operator_remove(login: str, yes: bool, config_path: str | None, url: str | None) -> None:
     """Remove operator LOGIN (its tokens go with it)."""
     from midsourcing import auth
 
     if not yes:
         click.confirm(f"remove operator {login}?", abort=True, err=True)
-    with _mid_dsn(config_path, url) as dsn:
+    with mid_dsn(config_path, url, check_schema=True) as dsn:
         try:
             auth.remove_operator(dsn, login)
         except auth.OperatorError as exc:
@@ -464,7 +410,7 @@ def delivery_create(
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             return await create_delivery(conn, cfg, template_name, recipients, text, label)
 
-    with _marketing_dsn(cfg) as dsn:
+    with schema_dsn(cfg, "marketing") as dsn:
         try:
             created = _run(create(dsn))
         except (MarketingError, CsvError) as exc:
@@ -506,7 +452,7 @@ def delivery_list(limit: int, config_path: str) -> None:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             return await list_deliveries(conn, limit)
 
-    with _marketing_dsn(cfg) as dsn:
+    with schema_dsn(cfg, "marketing") as dsn:
         rows = _run(fetch(dsn))
     table = Table(title=f"{len(rows)} deliver{'y' if len(rows) == 1 else 'ies'}")
     columns = ("id", "label", "template", "state", "total", "to send", "sent", "delivered")
@@ -549,7 +495,7 @@ def delivery_status_command(delivery_id: int, as_json: bool, config_path: str) -
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             return await delivery_status(conn, delivery_id)
 
-    with _marketing_dsn(cfg) as dsn:
+    with schema_dsn(cfg, "marketing") as dsn:
         try:
             status = _run(fetch(dsn))
         except MarketingError as exc:
@@ -616,7 +562,7 @@ def _delivery_action(action: str) -> click.Command:
                     info = await client.action(mid_id, action)
                 return f"delivery {delivery_id} (mid {mid_id}): {info.state.value}"
 
-        with _marketing_dsn(cfg) as dsn:
+        with schema_dsn(cfg, "marketing") as dsn:
             try:
                 click.echo(_run(act(dsn)))
             except MarketingError as exc:

@@ -23,7 +23,16 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+
+from smsmta.settings import TransmissionMode
 
 MAX_CHUNK = 10_000
 """Recipients per push chunk."""
@@ -80,15 +89,6 @@ InternalName = Annotated[str, Field(min_length=1, max_length=64, pattern=_NAME)]
 
 class _Document(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class TransmissionMode(StrEnum):
-    """dest_addr_subunit: normal 0, flash 1, mobile equipment 2, SIM 3 (absent: not sent)."""
-
-    NORMAL = "normal"
-    FLASH = "flash"
-    MOBILE_EQUIPMENT = "mobile_equipment"
-    SIM = "sim"
 
 
 class DeliveryState(StrEnum):
@@ -151,18 +151,12 @@ class SmsOptions(_Document):
     def _service_id(cls, value: str | None) -> str | None:
         return _no_control(value) if value is not None else None
 
-    @field_validator("source_addr")
+    @field_validator("source_addr", "service_type")
     @classmethod
-    def _printable(cls, value: str | None) -> str | None:
+    def _printable(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and (not value.isprintable() or not value.isascii()):
-            raise ValueError("From must be printable ASCII")
-        return value
-
-    @field_validator("service_type")
-    @classmethod
-    def _service_type(cls, value: str | None) -> str | None:
-        if value is not None and (not value.isprintable() or not value.isascii()):
-            raise ValueError("service_type must be printable ASCII")
+            what = "From" if info.field_name == "source_addr" else info.field_name
+            raise ValueError(f"{what} must be printable ASCII")
         return value
 
 

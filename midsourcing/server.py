@@ -62,7 +62,7 @@ class GuardedH11Protocol(H11Protocol):
         self._guard: asyncio.TimerHandle | None = None
         self._phase_started = time.monotonic()
 
-    @property  # type: ignore[override]
+    @property
     def limit_concurrency(self) -> int | None:
         """uvicorn's 503 threshold, not counting the connections already being closed
         (evicted or cut ones whose connection_lost has not run yet)."""

@@ -124,9 +124,9 @@ async def collect(conn: psycopg.AsyncConnection, config: MidConfig, operator: st
         row[1]: AccountStatus(row[1], row[2], float(row[3]), row[4], row[5], row[6])
         for row in await cursor.fetchall()
     }
-    for account in config.accounts:
-        if account.name in accounts:
-            accounts[account.name].cap = account.throughput.max_mt_per_second or None
+    for configured in config.accounts:
+        if configured.name in accounts:
+            accounts[configured.name].cap = configured.throughput.max_mt_per_second or None
     errors = []
     for service, url in (
         ("MTA", _metrics_url(config.mta.metrics_host, config.mta.metrics_port)),

@@ -7,10 +7,10 @@ Contract:
 - A chunk is one transaction: the delivery row is read FOR NO KEY UPDATE (a concurrent
   cancel or complete waits, so no message lands in a cancelled or completed delivery), the
   messages are COPYed into a temporary table and inserted with ON CONFLICT (delivery_id,
-  marketing_message_id) DO NOTHING (smsmta.enqueue.enqueue_idempotent): a chunk pushed
-  again never duplicates. Chunks of one delivery are queued one after the other: the
-  enqueue UPDATEs the delivery row (to_send), and with only a share lock taken first two
-  chunks each held it and waited for the other to upgrade it, a deadlock. The numbers
+  marketing_message_id) DO NOTHING (smsmta.queue.enqueue.enqueue_idempotent): a chunk
+  pushed again never duplicates. Chunks of one delivery are queued one after the other:
+  the enqueue UPDATEs the delivery row (to_send), and with only a share lock taken first
+  two chunks each held it and waited for the other to upgrade it, a deadlock. The numbers
   come in the canonical form (midsourcing.api puts them in it and refuses, alone, the
   rows that cannot be), so the queue holds the form the blacklists compare.
 - The status pull returns the messages whose status changed after a cursor, in
@@ -23,9 +23,17 @@ Contract:
   small delivery; for a big one (counting took over COUNT_CACHE_FROM s) they may be a
   count made up to COUNT_REUSE times its own duration earlier, never when it showed every
   message final.
+- A delivery's state moves only as the table of smsmta.queue.deliveries says, by its
+  statements run in this module's transactions, under this module's locks: complete and
+  the operator's actions (pause, resume, cancel) read the delivery FOR UPDATE, so the
+  state they check is the state they change and a chunk in flight finishes first.
 - A delivery is done when its push is complete and every message is final.
+- Cancelling a delivery ends its messages not claimed yet, in the same transaction
+  (smsmta.queue.enqueue.cancel_pending).
 
-Touches: the mid schema (delivery, delivery_sync, broad_log) and NOTIFY smsmta_queue.
+Touches: the mid schema: delivery_sync (its only writer); delivery and broad_log read here
+and written only through the queue layer (smsmta.queue.deliveries, smsmta.queue.enqueue);
+NOTIFY smsmta_queue.
 """
 
 from __future__ import annotations
@@ -48,10 +56,15 @@ from midsourcing.schemas import (
     StatusChange,
     TransmissionMode,
 )
-from smsmta.enqueue import DeliverySpec, create_delivery, enqueue_idempotent
+from smsmta.queue import deliveries
+from smsmta.queue.enqueue import (
+    DeliverySpec,
+    cancel_pending,
+    create_delivery,
+    enqueue_idempotent,
+)
 
 _CURSOR = re.compile(r"^(\d{1,19})\.(\d{1,19})$")
-FINAL = ("delivered", "failed", "cancelled", "no_receipt")
 
 
 class Conflict(Exception):
@@ -216,44 +229,31 @@ async def complete_push(
             "push_completed_at = coalesce(push_completed_at, now()) WHERE delivery_id = %s",
             (total, delivery.id),
         )
-        await conn.execute(
-            "UPDATE mid.delivery SET state = 'running', updated_at = now() "
-            "WHERE id = %s AND state = 'pending'",
-            (delivery.id,),
-        )
+        await deliveries.complete_push(conn, delivery.id)
         row = await get_delivery(conn, delivery.id, operator)
     return row
-
-
-TRANSITIONS = {
-    "pause": ({"pending", "running", "paused"}, "paused"),
-    "resume": ({"paused", "running"}, "running"),
-    "cancel": ({"pending", "running", "paused", "cancelled"}, "cancelled"),
-}
 
 
 async def change_state(
     conn: psycopg.AsyncConnection, delivery_id: int, operator: str, action: str
 ) -> DeliveryRow | None:
-    """Pause, resume or cancel (repeating one is harmless); Conflict when not allowed."""
-    allowed, target = TRANSITIONS[action]
+    """Pause, resume or cancel (repeating one is harmless); Conflict when not allowed
+    (the moves: smsmta.queue.deliveries)."""
+    if action not in deliveries.ACTIONS:
+        raise KeyError(action)
     async with conn.transaction():
         delivery = await get_delivery(conn, delivery_id, operator, lock="UPDATE")
         if delivery is None:
             return None
-        if delivery.state not in allowed:
-            raise Conflict(f"delivery {delivery_id} is {delivery.state}: it cannot {action}")
-        await conn.execute(
-            "UPDATE mid.delivery SET state = %s, updated_at = now() WHERE id = %s",
-            (target, delivery.id),
-        )
+        try:
+            await deliveries.change_state(conn, delivery.id, action, delivery.state)
+        except deliveries.NotAllowed:
+            raise Conflict(
+                f"delivery {delivery_id} is {delivery.state}: it cannot {action}"
+            ) from None
         if action == "cancel":
             # messages not claimed yet end here; claimed ones finish their attempt
-            await conn.execute(
-                "UPDATE mid.broad_log SET status = 'cancelled', final_at = now(), "
-                "updated_at = now() WHERE delivery_id = %s AND status = 'pending'",
-                (delivery.id,),
-            )
+            await cancel_pending(conn, delivery.id)
         elif action == "resume":
             await conn.execute("SELECT pg_notify('smsmta_queue', %s)", (str(delivery.account_id),))
         row = await get_delivery(conn, delivery.id, operator)
@@ -397,11 +397,7 @@ async def pull(
         )
         unfinished = totals.pending + totals.sending + totals.sent
         if delivery.push_complete and unfinished == 0 and state == "running":
-            await conn.execute(
-                "UPDATE mid.delivery SET state = 'done', updated_at = now() "
-                "WHERE id = %s AND state = 'running'",
-                (delivery.id,),
-            )
+            await deliveries.finish(conn, delivery.id)
             state = "done"
     return Pulled(
         changes, format_cursor(next_xid, next_id), more, lag, totals, DeliveryState(state)

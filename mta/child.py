@@ -39,6 +39,7 @@ from mta.sender import AccountSender
 from mta.writer import Writer
 from smsmta import binds as binds_module
 from smsmta import obs, settings
+from smsmta.backoff import Backoff, Outage, dsn_password
 from smsmta.db.engine import DATABASE_URL_ENV, libpq_dsn
 from smsmta.policy import RetryPolicy
 from smsmta.queue.inbox import Inbox
@@ -49,6 +50,8 @@ log = structlog.get_logger("mta.child")
 NOTIFY_CHANNEL = "smsmta_queue"
 SUPERVISOR_PID_ENV = "SMSMTA_MTA_SUPERVISOR_PID"  # set by mta.supervisor
 HEARTBEAT = 1.0
+#: the wait between LISTEN attempts while the database is lost (senders poll meanwhile)
+LISTEN_RETRY = Backoff(1.0, 1.0)
 
 QUEUE_DEPTH = """
 SELECT account_id, count(*), extract(epoch FROM now() - min(next_try_at))
@@ -69,6 +72,7 @@ class Child:
         # named in pg_stat_activity: which host and child holds which connection
         name = f"smsmta mta {config.host_id} child {index}"[:63]
         self.dsn = make_conninfo(dsn, application_name=name)
+        self.password = dsn_password(dsn)  # masked in the log
         mta = config.mta
         self.lease = coordination.Lease(
             coordination.owner_name(config.host_id, index), config.host_id, mta.lease_ttl
@@ -98,15 +102,24 @@ class Child:
         writer_conn = await connect(self.dsn)
         await self.lease.register(self.coord)
         self._last_renewal = loop.time()
-        self.writer = Writer(writer_conn, self.lease.owner, self.policy, connect=self._reconnect)
+        self.writer = Writer(
+            writer_conn,
+            self.lease.owner,
+            self.policy,
+            connect=self._reconnect,
+            password=self.password,
+        )
         self.writer.on_flushed = lambda rows, seconds: obs.DB_FLUSH_SECONDS.labels("mta").observe(
             seconds
         )
         writer_task = asyncio.create_task(self.writer.run())
+        writer_task.add_done_callback(self._task_done)
         inbox = inbox_task = None
         if any(a.enabled and a.connection.mode is Mode.TRX for a in self.config.accounts):
-            inbox = Inbox(self._reconnect)  # TRX binds receive: store before answering
+            # TRX binds receive: store before answering
+            inbox = Inbox(self._reconnect, password=self.password)
             inbox_task = asyncio.create_task(inbox.run())
+            inbox_task.add_done_callback(self._task_done)
         ids = await self._account_ids()
         for account in self.config.accounts:
             if not account.enabled or account.name not in ids:
@@ -149,6 +162,15 @@ class Child:
         with contextlib.suppress(psycopg.Error):
             await self.lease.release(await self._fresh(self.coord))
         log.info("mta.child_stopped", owner=self.lease.owner, flushes=self.writer.stats.flushes)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """The writer or the inbox gave up (smsmta.batch): stop cleanly, exit non-zero."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        assert error is not None
+        log.error("mta.task_failed", owner=self.lease.owner, error=repr(error), exc_info=error)
+        self._fatal(error)
 
     def _fatal(self, error: BaseException) -> None:
         """A sender's task died of an unexpected error: stop cleanly, exit non-zero."""
@@ -198,6 +220,7 @@ class Child:
     async def _heartbeat(self) -> None:
         loop = asyncio.get_running_loop()
         beats = 0
+        outage = self._outage("heartbeat")
         while True:
             await asyncio.sleep(HEARTBEAT)
             beats += 1
@@ -223,8 +246,9 @@ class Child:
                     sender.tick()
                 if self.index == 0 and beats % 5 == 0:
                     await self._queue_depth()
+                outage.recovered()
             except psycopg.Error as error:
-                log.warning("mta.heartbeat_failed", error=str(error))
+                outage.failed(error)  # the next beat is the next attempt
                 if loop.time() - self._last_renewal > self.lease.ttl / 2:
                     for sender in self.senders.values():
                         sender.set_fenced(True)
@@ -238,10 +262,13 @@ class Child:
             obs.QUEUE_OLDEST_AGE.labels(sender.account.name).set(float(age or 0.0))
 
     async def _listen(self) -> None:
+        outage = self._outage("listen")
         while True:
+            conn: psycopg.AsyncConnection | None = None
             try:
                 conn = await connect(self.dsn)
                 await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                outage.recovered()
                 async for notify in conn.notifies():
                     try:
                         sender = self.senders.get(int(notify.payload))
@@ -250,8 +277,24 @@ class Child:
                     for target in [sender] if sender else self.senders.values():
                         target.notify()
             except psycopg.Error as error:
-                log.warning("mta.listen_failed", error=str(error))
-                await asyncio.sleep(1.0)
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        await conn.close()
+                await asyncio.sleep(outage.failed(error))
+
+    def _outage(self, loop: str) -> Outage:
+        """A loop's database outage (smsmta.backoff): `mta.<loop>_failed` once when it
+        begins, `mta.<loop>_recovered` once when it ends, the password masked. LISTEN
+        retries every LISTEN_RETRY; the heartbeat at its next beat."""
+        return Outage(
+            loop,
+            self.password,
+            event_prefix="mta",
+            backoff=LISTEN_RETRY,
+            lost=f"{loop}_failed",
+            back=f"{loop}_recovered",
+            logger=log,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,8 +5,9 @@ database's clock, so children on several hosts agree whatever their own clocks s
 
 - Lease: each child has an `mta_lease` row renewed every `heartbeat` seconds; past
   `ttl` without renewal, any child deletes it and returns its `sending` rows to the
-  queue (flagged possible duplicates: some may have reached the SMSC). A child that
-  cannot renew for half the ttl stops sending (`fenced`) until it can again.
+  queue (flagged possible duplicates: some may have reached the SMSC), which the queue
+  layer does (smsmta.queue.claims.reclaim_dead, re-exported here). A child that cannot
+  renew for half the ttl stops sending (`fenced`) until it can again.
 - Rate share: an account's max MT/s is split between the children that serve it. A
   child's share is `cap / n` but never more than what the others leave: a share that
   was lowered keeps counting at its old value for `HOLD` seconds (the sliding second of
@@ -16,8 +17,8 @@ database's clock, so children on several hosts agree whatever their own clocks s
   only the slots the receivers of the same login leave them (smsmta.binds, the kernel's
   bind accountant, which also owns the lease rows every bind holder renews).
 
-Touches: the database (`mid.mta_lease`, `mid.rate_share`, `mid.bind_slot`,
-`mid.broad_log` for reclaiming).
+Touches: the database (`mid.rate_share`; `mid.mta_lease`, `mid.bind_slot` through
+smsmta.binds; `mid.broad_log` through smsmta.queue.claims for reclaiming).
 """
 
 from __future__ import annotations
@@ -27,26 +28,19 @@ import os
 import psycopg
 
 from smsmta.binds import Lease, update_slots
+from smsmta.queue.claims import RECLAIM, RECLAIM_ORPHANS, reclaim_dead
 
-__all__ = ["Lease", "owner_name", "reclaim_dead", "update_share", "update_slots"]
+__all__ = [
+    "RECLAIM",
+    "RECLAIM_ORPHANS",
+    "Lease",
+    "owner_name",
+    "reclaim_dead",
+    "update_share",
+    "update_slots",
+]
 
 HOLD = 2.0  # seconds a lowered share keeps counting at its old value
-
-RECLAIM = """
-WITH dead AS (
-    DELETE FROM mid.mta_lease WHERE expires_at < now() RETURNING owner
-)
-UPDATE mid.broad_log SET status = 'pending', lease_owner = NULL, possible_duplicate = true,
-                         updated_at = now()
-WHERE status = 'sending' AND lease_owner IN (SELECT owner FROM dead)
-"""
-
-RECLAIM_ORPHANS = """
-UPDATE mid.broad_log b SET status = 'pending', lease_owner = NULL, possible_duplicate = true,
-                           updated_at = now()
-WHERE b.status = 'sending'
-  AND NOT EXISTS (SELECT 1 FROM mid.mta_lease l WHERE l.owner = b.lease_owner)
-"""
 
 LOCK_ACCOUNT = "SELECT id FROM mid.external_account WHERE id = %s FOR UPDATE"
 
@@ -72,21 +66,6 @@ LEAVE_SHARE = "DELETE FROM mid.rate_share WHERE account_id = %s AND owner = %s"
 
 def owner_name(host_id: str, index: int) -> str:
     return f"{host_id}:{os.getpid()}:{index}"
-
-
-async def reclaim_dead(conn: psycopg.AsyncConnection, *, orphans: bool = True) -> int:
-    """Return the claims of children whose lease expired to the queue; count them.
-
-    `orphans` also sweeps claims whose lease row is gone altogether (a child that left
-    while answers were still missing): a scan of the claimed rows, so not every beat.
-    """
-    async with conn.transaction():
-        cursor = await conn.execute(RECLAIM)
-        count = cursor.rowcount
-        if orphans:
-            cursor = await conn.execute(RECLAIM_ORPHANS)
-            count += cursor.rowcount
-        return count
 
 
 async def update_share(

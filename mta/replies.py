@@ -10,7 +10,8 @@ account's rate limiter grants it (the same window and cap as MTs). When the SMSC
 answered every part the row is deleted; the result is counted in
 `smsmta_auto_replies{result}`. A part with no answer counts the reply as failed (at most
 once on the wire then, as before). Claims not sent when the child stops or dies go back
-with its lease (another child claims them).
+with its lease (another child claims them). A lost database is logged once an outage
+(`mta.reply_claim_failed`, then `mta.reply_claim_recovered`: smsmta.backoff).
 Touches: the database (one connection, `mid.reply_outbox`), SMPP connections, metrics.
 """
 
@@ -26,6 +27,7 @@ import psycopg
 import structlog
 
 from smsmta import obs
+from smsmta.backoff import Outage
 from smsmta.replies import Reply, claim, forget, reply_pdus
 from smsmta.smpp.aio import SmppConnection
 from smsmta.smpp.constants import status_name
@@ -54,6 +56,8 @@ class ReplyPump:
         sender: AccountSender,
         connect: Callable[[], Awaitable[psycopg.AsyncConnection]],
         poll_interval: float,
+        *,
+        password: str | None = None,
     ) -> None:
         self.sender = sender
         self.connect = connect
@@ -62,6 +66,15 @@ class ReplyPump:
         self.done: list[int] = []  # answered replies still in the outbox
         self._wakeup = asyncio.Event()
         name = sender.account.name
+        # logged once an outage, the password masked; the next cycle is the next attempt
+        self.outage = Outage(
+            f"replies {name}",
+            password,
+            event_prefix="mta",
+            lost="reply_claim_failed",
+            back="reply_claim_recovered",
+            logger=log,
+        )
         self.m_sent = obs.SP_AUTO_REPLIES.labels(name, "sent")
         self.m_failed = obs.SP_AUTO_REPLIES.labels(name, "failed")
 
@@ -71,6 +84,8 @@ class ReplyPump:
     async def _db(self) -> psycopg.AsyncConnection:
         if self.conn is None or self.conn.closed or self.conn.broken:
             self.conn = await self.connect()
+            if self.outage.password is None:  # the connection knows what to mask
+                self.outage.password = self.conn.info.password or None
         return self.conn
 
     async def run(self) -> None:
@@ -84,10 +99,10 @@ class ReplyPump:
                         await self._db(), sender.account_id, sender.owner, REPLY_BATCH
                     )
                 except psycopg.OperationalError as error:
-                    log.warning(
-                        "mta.reply_claim_failed", account=sender.account.name, error=str(error)
-                    )
+                    self.outage.failed(error, account=sender.account.name)
                     replies = []
+                else:
+                    self.outage.recovered()
                 got = len(replies)
                 for reply in replies:
                     await self._send(reply)

@@ -14,17 +14,20 @@ bind that puts parts on the wire while three limits allow:
 
 Claims follow the binds: nothing is claimed while no bind of the child is up (a child
 whose binds cannot come up - no bind slot left, a certificate that does not verify, an
-SMSC down - would otherwise hold messages other children and hosts could send), and
-after `UNBOUND_HANDBACK` seconds with no bind up the claims not yet started go back to
-the queue.
+SMSC down - would otherwise hold messages other children and hosts could send), and after
+`UNBOUND_HANDBACK` seconds with no bind up the claims not yet started go back to the
+queue. A lost database is one outage (smsmta.backoff): `mta.claim_failed`, a claim every
+`poll_interval`, `mta.claim_recovered`.
 
 In TRX mode the same binds receive receipts and MOs: each is stored in the inbox
 (smsmta.queue.inbox) and answered only once committed; the SMS process handles them.
 
-Answers go through the retry policy (`smsmta.policy`) and the writer (`mta.writer`);
-throttling answers feed AIMD and put the part back after a back-off; a part with no
-answer (timeout, lost link) is sent again at once, flagged as a possible duplicate, and
-a timeout resets its bind first: the parts in flight on it are resent on a new bind.
+Every verdict is `smsmta.policy`'s (submit_sm_resp status, no answer, blacklisted or
+unencodable messages, soft/hard and the retry schedule); this module does the I/O and
+hands outcomes to the writer (`mta.writer`). Throttling answers feed AIMD and put the
+part back after a back-off; a part with no answer (timeout, lost link) is sent again at
+once, flagged as a possible duplicate, and a timeout resets its bind first: the parts in
+flight on it are resent on a new bind.
 Touches: SMPP connections (through smsmta.smpp.aio), the database (claims), metrics.
 """
 
@@ -46,15 +49,23 @@ from mta.submit import MtBuilder
 from mta.throttle import Aimd, RateLimiter, SmscWindow
 from mta.writer import Callback, Writer
 from smsmta import obs
+from smsmta.backoff import Backoff, Outage
 from smsmta.binds import BindWatch, bind_settings
-from smsmta.db import FailureType
-from smsmta.policy import RetryPolicy, Verdict
+from smsmta.policy import (
+    NoAnswer,
+    RetryPolicy,
+    SubmitVerdict,
+    Verdict,
+    before_submit,
+    submit_error_key,
+    submit_verdict,
+)
 from smsmta.queue.inbox import Inbox, handle_request
 from smsmta.settings import Account, Mode
 from smsmta.smpp.aio import BaseHandler, BindKind, SmppClient, SmppConnection
-from smsmta.smpp.constants import CommandStatus, is_throttling, status_name
+from smsmta.smpp.constants import CommandStatus, status_name
 from smsmta.smpp.pdu import Pdu
-from smsmta.smpp.receipt import IdFormat, format_id, submit_error_log
+from smsmta.smpp.receipt import IdFormat, format_id
 from smsmta.smpp.session import Expired, Response
 from smsmta.smpp.text import TextError
 
@@ -62,8 +73,6 @@ log = structlog.get_logger("mta.sender")
 
 UNKNOWN_FATE = -1  # error_status of a message whose part got no answer too many times
 UNBOUND_HANDBACK = 10.0  # seconds with no bind up before unsent claims go back to the queue
-
-__all__ = ["AccountSender", "bind_settings"]
 
 
 class AccountSender(BaseHandler):
@@ -109,6 +118,15 @@ class AccountSender(BaseHandler):
             self.high_water = max(2 * window_total, min(self.high_water, int(self.cap * 2) + 1))
         self.claim_batch = claim_batch
         self.poll_interval = poll_interval
+        self.claim_outage = Outage(
+            f"claims {account.name}",
+            writer.outage.password,  # the same database: the writer knows what to mask
+            event_prefix="mta",
+            backoff=Backoff(poll_interval, poll_interval),
+            lost="claim_failed",
+            back="claim_recovered",
+            logger=log,
+        )
         self.unpersisted: dict[SmppConnection, int] = {}
         self.clients: list[SmppClient] = []
         self.bound = 0  # binds of this sender up now
@@ -121,9 +139,8 @@ class AccountSender(BaseHandler):
         self._all_durable.set()
         self._claiming = True
         self._draining = False
-        self._kind = (
-            BindKind.TRANSCEIVER if account.connection.mode is Mode.TRX else (BindKind.TRANSMITTER)
-        )
+        trx = account.connection.mode is Mode.TRX
+        self._kind = BindKind.TRANSCEIVER if trx else BindKind.TRANSMITTER
         name = account.name
         self.m_submitted = obs.MT_PARTS_SUBMITTED.labels(name)
         self.m_in_flight = obs.MT_WINDOW_IN_FLIGHT.labels(name)
@@ -190,9 +207,8 @@ class AccountSender(BaseHandler):
         self._tasks.append(task)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
+        if task.cancelled() or (error := task.exception()) is None:
             return
-        error = task.exception()
         log.error(
             "mta.task_failed",
             account=self.account.name,
@@ -215,10 +231,10 @@ class AccountSender(BaseHandler):
             if room >= min(self.claim_batch, self.high_water // 2) or (room > 0 and not self.parts):
                 try:
                     got = await self._claim(min(room, self.claim_batch))
+                    self.claim_outage.recovered()
                 except psycopg.OperationalError as error:
-                    log.warning("mta.claim_failed", account=self.account.name, error=str(error))
                     got = 0
-                    await asyncio.sleep(self.poll_interval)
+                    await asyncio.sleep(self.claim_outage.failed(error, account=self.account.name))
                 if got and got == min(room, self.claim_batch):
                     continue  # more may be due: claim again at once
             self._need_work.clear()
@@ -248,14 +264,16 @@ class AccountSender(BaseHandler):
             return len(mts)
         for mt in mts:
             self.in_memory += 1
-            if mt.blacklisted:
-                self.writer.failed(mt, FailureType.HARD, "blacklisted", self._durable_callback(mt))
-                continue
-            try:
-                assert mt.options is not None
-                mt.set_pdus(self.builder.build(mt.id, mt.address, mt.text, mt.options))
-            except TextError as error:
-                self.writer.failed(mt, FailureType.HARD, str(error), self._durable_callback(mt))
+            refused = before_submit(mt.blacklisted)
+            if refused is None:
+                try:
+                    assert mt.options is not None
+                    mt.set_pdus(self.builder.build(mt.id, mt.address, mt.text, mt.options))
+                except TextError as error:
+                    refused = before_submit(False, str(error))
+            if refused is not None:
+                callback = self._durable_callback(mt)
+                self.writer.failed(mt, refused.failure_type, refused.reason, callback)
                 continue
             self.parts.extend((mt, index) for index in range(len(mt.pdus)))
         self._all_durable.clear()
@@ -332,7 +350,8 @@ class AccountSender(BaseHandler):
         now = conn.loop.time()
         self.m_latency.observe(now - sent_at)
         obs.MT_RESPONSES.labels(self.account.name, status_name(status)).inc()
-        if status == 0:
+        verdict = submit_verdict(status)
+        if verdict is SubmitVerdict.SENT:
             self.aimd.on_clean(now)
             self.smsc_window.on_accepted(unanswered)
             provider_id = pdu.message_id
@@ -343,7 +362,7 @@ class AccountSender(BaseHandler):
                     log.warning("mta.ack_id_format", account=self.account.name, error=str(error))
             mt.provider_ids[index] = provider_id
             mt.acked += 1
-        elif is_throttling(status):
+        elif verdict is SubmitVerdict.THROTTLED:
             self.m_throttled.inc()
             self.m_in_flight.dec()
             observed = self.limiter.in_window(now)
@@ -365,7 +384,7 @@ class AccountSender(BaseHandler):
             obs.MT_RETRIES.labels(self.account.name, "throttled").inc()
             self.delayed.append((now + self.policy.throttle_backoff, mt, index))
             return
-        elif mt.error_status is None:
+        elif mt.error_status is None:  # SubmitVerdict.ERROR: the first error decides
             mt.error_status = status
         self._resolved(conn, mt, index)
 
@@ -387,7 +406,7 @@ class AccountSender(BaseHandler):
         self.m_dups.inc()
         mt.possible_duplicate = True
         mt.unknown_attempts += 1
-        if mt.unknown_attempts <= self.policy.max_unknown and not self._draining:
+        if self.policy.no_answer(mt.unknown_attempts, self._draining) is NoAnswer.RESEND:
             obs.MT_RETRIES.labels(self.account.name, "no answer").inc()
             self.parts.appendleft((mt, index))
             self._wakeup.set()
@@ -421,21 +440,21 @@ class AccountSender(BaseHandler):
         elif status == UNKNOWN_FATE:
             self._unknown_fate(mt, callback)
         else:
-            key, _ = submit_error_log(self.smsc_name, status)
-            self.writer.submit_failed(mt, key, callback)
+            self.writer.submit_failed(mt, submit_error_key(self.smsc_name, status), callback)
 
     def _unknown_fate(self, mt: Mt, callback: Callback) -> None:
-        now = datetime.now(UTC)
-        decision = self.policy.decide(
-            FailureType.SOFT, mt.retry_count, now, mt.validity_end(self.policy.default_validity)
+        decision, reason = self.policy.after_no_answer(
+            self.smsc_name,
+            mt.unknown_attempts,
+            mt.retry_count,
+            datetime.now(UTC),
+            mt.validity_end(self.policy.default_validity),
         )
-        reason = f"no answer from {self.smsc_name} after {mt.unknown_attempts} attempts"
         if decision.verdict is Verdict.RETRY:
             assert decision.next_try_at is not None
             self.writer.retry(mt, decision.next_try_at, reason, callback=callback)
         else:
-            reason = f"{reason} ({decision.reason})"
-            self.writer.failed(mt, FailureType.SOFT, reason, callback)
+            self.writer.failed(mt, decision.failure_type, reason, callback)
 
     def _durable_callback(self, mt: Mt) -> Callback:
         """What runs once the message's outcome is committed: its window slots free up."""

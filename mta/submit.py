@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from smsmta.queue.enqueue import SendingOptions
 from smsmta.settings import Account
 from smsmta.smpp.constants import EsmClass, Npi, Tag, Ton
 from smsmta.smpp.pdu import Pdu, SubmitSm
@@ -61,18 +62,17 @@ def _check_fields(fields: dict[str, object]) -> None:
             ) from None
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryOptions:
-    """The SPEC section 6 options of one delivery, as the MTA caches them."""
-
+@dataclass(frozen=True)
+class _DeliveryId:
     id: int
-    source_addr: str | None = None
-    max_parts: int = 5
-    transmission_mode: str | None = None
-    validity_end: datetime | None = None
-    priority: int = 0
-    service_type: str | None = None
-    service_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryOptions(SendingOptions, _DeliveryId):
+    """One delivery as the MTA caches it: its id, its sending options (SPEC section 6),
+    when it was created (the default validity counts from then) and whether its messages
+    ask for receipts. Fields in that order, the order of smsmta.queue.claims's rows."""
+
     created_at: datetime | None = None
     registered_delivery: bool = True
 

@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry, multiprocess
 
 from smsmta import obs
 from smsmta.accounts import sync_accounts
+from smsmta.backoff import Backoff
 from smsmta.db.engine import DATABASE_URL_ENV, libpq_dsn
 from smsmta.settings import MidConfig
 from smsmta.systemd import Notifier
@@ -48,6 +49,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Read by mta.child: the supervisor's pid, so that a child outliving it stops.
 SUPERVISOR_PID_ENV = "SMSMTA_MTA_SUPERVISOR_PID"
 BACKOFF_START, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 60.0
+#: the wait before restarting a child after its n-th death in a row
+RESTART = Backoff(BACKOFF_START, BACKOFF_MAX)
 
 
 @dataclass
@@ -55,7 +58,7 @@ class _Slot:
     index: int
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
-    backoff: float = BACKOFF_START
+    deaths_in_a_row: int = 0  # a death after STABLE_AFTER of life starts a new row
     restart_at: float | None = None
     restarts: int = 0
     history: list[int] = field(default_factory=list)  # exit codes
@@ -127,18 +130,17 @@ class Supervisor:
                 slot.process = None
                 slot.history.append(code)
                 lived = now - slot.started_at
-                if lived >= STABLE_AFTER:
-                    slot.backoff = BACKOFF_START
-                slot.restart_at = now + slot.backoff
+                slot.deaths_in_a_row = 1 if lived >= STABLE_AFTER else slot.deaths_in_a_row + 1
+                delay = RESTART.delay(slot.deaths_in_a_row)
+                slot.restart_at = now + delay
                 log.warning(
                     "mta.child_died",
                     index=slot.index,
                     pid=process.pid,
                     exit_code=code,
                     lived_seconds=round(lived, 1),
-                    restart_in=slot.backoff,
+                    restart_in=delay,
                 )
-                slot.backoff = min(BACKOFF_MAX, slot.backoff * 2)
             if slot.process is None and slot.restart_at is not None and now >= slot.restart_at:
                 slot.restarts += 1
                 obs.MTA_CHILD_RESTARTS.inc()

@@ -4,17 +4,19 @@
 - `unmatched_receipts`: receipts kept as unmatched (no MT within the match wait) or
   invalid (no readable id), newest first, with the account name;
 - `message_log`: the message log (SPEC section 7), most frequent first;
-- `set_qualification`: requalify one message-log entry (hard, soft, ignored); it applies
-  to the failures seen from then on (the MTA's writer and the SMS process read the
-  qualification at each failure);
+- `set_qualification`: requalify one message-log entry (hard, soft, ignored), through
+  the message log's owner (smsmta.queue.message_log.requalify); it applies to the
+  failures seen from then on;
 - `blacklist_add` / `blacklist_remove` / `blacklist`: the per-short-code blacklists
   (SPEC section 4), every number put in the canonical form first (smsmta.numbers, with
   the default country given) and the short code in its scope form (`sender_key`), the
   forms the SMS process stores and the MTA's claim compares; a number that cannot be
   canonicalised refuses the whole command (BlacklistError naming it), nothing changed.
+  The changes are the blacklist owner's (smsmta.blacklist `add`, `remove`).
 
-Synchronous psycopg, one short transaction each. Touches: the database (`mid.receipt`,
-`mid.external_account`, `mid.broad_log_msg`, `mid.short_code_blacklist`).
+Synchronous psycopg, one short transaction each. Reads the database (`mid.receipt`,
+`mid.external_account`, `mid.broad_log_msg`, `mid.short_code_blacklist`); writes only
+through the tables' owners.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from datetime import datetime
 
 import psycopg
 
+from smsmta import blacklist as blacklist_table
 from smsmta.db import FailureType
 from smsmta.numbers import NumberError, canonical, sender_key
+from smsmta.queue.message_log import requalify
 
 UNMATCHED = """
 SELECT r.id, coalesce(a.internal_name, '#' || r.account_id), r.provider_id, r.stat, r.err,
@@ -48,11 +52,6 @@ SELECT id, qualification::text, count, key, first_text, last_seen_at FROM mid.br
 WHERE %(qualification)s::text IS NULL OR qualification::text = %(qualification)s
 ORDER BY count DESC, id
 LIMIT %(limit)s
-"""
-
-SET_QUALIFICATION = """
-UPDATE mid.broad_log_msg SET qualification = %s::mid.failure_type WHERE id = %s
-RETURNING id, qualification::text, count, key, first_text, last_seen_at
 """
 
 
@@ -102,20 +101,12 @@ def message_log(
 
 def set_qualification(dsn: str, qualification: str, entry_id: int) -> MessageLogEntry | None:
     """Requalify one entry; None when there is no such entry. ValueError for a bad type."""
-    FailureType(qualification)  # raises ValueError naming the value
+    failure_type = FailureType(qualification)  # raises ValueError naming the value
     with psycopg.connect(dsn) as conn:
-        row = conn.execute(SET_QUALIFICATION, (qualification, entry_id)).fetchone()
+        row = requalify(conn, failure_type, entry_id)
     return MessageLogEntry(*row) if row else None
 
 
-BLACKLIST_ADD = """
-INSERT INTO mid.short_code_blacklist (short_code, address, reason)
-SELECT %s, address, %s FROM unnest(%s::text[]) AS address
-ON CONFLICT (short_code, address) DO NOTHING
-"""
-BLACKLIST_REMOVE = """
-DELETE FROM mid.short_code_blacklist WHERE short_code = %s AND address = ANY(%s)
-"""
 BLACKLIST = """
 SELECT short_code, address, reason, since FROM mid.short_code_blacklist
 WHERE (%(short_code)s::text IS NULL OR short_code = %(short_code)s)
@@ -165,7 +156,7 @@ def blacklist_add(
     scope = _scope(short_code, default_country)
     addresses = canonical_numbers(numbers, default_country)
     with psycopg.connect(dsn) as conn:
-        added = conn.execute(BLACKLIST_ADD, (scope, reason[:64], addresses)).rowcount
+        added = blacklist_table.add(conn, scope, addresses, reason)
     return scope, addresses, added
 
 
@@ -176,7 +167,7 @@ def blacklist_remove(
     scope = _scope(short_code, default_country)
     addresses = canonical_numbers(numbers, default_country)
     with psycopg.connect(dsn) as conn:
-        removed = conn.execute(BLACKLIST_REMOVE, (scope, addresses)).rowcount
+        removed = blacklist_table.remove(conn, scope, addresses)
     return scope, addresses, removed
 
 

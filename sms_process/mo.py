@@ -17,6 +17,10 @@ What it does, for a batch of `mid.inbox` MO rows, inside the caller's transactio
   the rule's action runs on every MO all the same;
 - returns the replies to send after the commit (`Reply`), and deletes the handled rows.
 
+The inbox rows are the queue layer's (smsmta.queue.inbox: `hold`, `delete`), the
+blacklist's entries smsmta.blacklist's (`add_by_keyword`, `remove_by_keyword`): this
+module calls them on its connection, in its transaction, and writes only `mid.in_sms`.
+
 Addresses: the MO's sender is stored in the canonical form (smsmta.numbers.canonical with
 its TON/NPI and the account's default_country: `+<E.164 digits>`), the form queued MTs
 carry, so that a STOP and a later MT to the same handset meet whatever the SMSC's
@@ -25,8 +29,9 @@ queued) and logged masked. The short code the MO was sent to is the blacklist's 
 in the form of smsmta.numbers.sender_key (a short code's digits, a long number canonical),
 the form the MTA's claim computes for the short code a message is sent from.
 
-Touches: the database through the caller's transaction (`mid.inbox`, `mid.in_sms`,
-`mid.short_code_blacklist`); no sockets (replies go through sms_process.replies).
+Touches: the database through the caller's transaction (`mid.in_sms`; `mid.inbox` and
+`mid.short_code_blacklist` through their owners); no sockets (replies go through
+sms_process.replies).
 """
 
 from __future__ import annotations
@@ -41,8 +46,9 @@ from datetime import UTC, datetime
 import psycopg
 import structlog
 
-from smsmta import obs
+from smsmta import blacklist, obs
 from smsmta.numbers import NumberError, canonical, sender_key
+from smsmta.queue import inbox
 from smsmta.settings import Account, AutoReply, ReplyAction
 from smsmta.smpp import codec
 from smsmta.smpp.constants import EsmClass
@@ -211,13 +217,6 @@ COPY_IN_SMS = (
     "COPY mid.in_sms (account_id, source_addr, destination_addr, text, data_coding, parts, "
     "keyword, received_at) FROM STDIN"
 )
-BLACKLIST = """
-INSERT INTO mid.short_code_blacklist (short_code, address, reason) VALUES (%s, %s, %s)
-ON CONFLICT (short_code, address) DO NOTHING
-"""
-UNBLACKLIST = "DELETE FROM mid.short_code_blacklist WHERE short_code = %s AND address = %s"
-HOLD = "UPDATE mid.inbox SET held = true WHERE id = ANY(%s)"
-DELETE = "DELETE FROM mid.inbox WHERE id = ANY(%s)"
 HELD_ROWS = "SELECT id, account_id, pdu, received_at FROM mid.inbox WHERE held ORDER BY id"
 
 
@@ -288,11 +287,11 @@ class MoHandler:
         complete = self._assemble(parts)
         complete.extend(self._expired(now))
         if bad:
-            await conn.execute(DELETE, (bad,))
+            await inbox.delete(conn, bad)
         finished = {inbox_id for _, _, _, ids in complete for inbox_id in ids}
         held = [p.inbox_id for p in parts if p.inbox_id not in finished]
         if held:
-            await conn.execute(HOLD, (held,))
+            await inbox.hold(conn, held)
         out.held = len(held)
         await self._finish(conn, complete, out, now)
         return out
@@ -410,10 +409,10 @@ class MoHandler:
             if rule is None:
                 continue
             if rule.action is ReplyAction.BLACKLIST:
-                await conn.execute(BLACKLIST, (scope, source, keyword[:64]))
+                await blacklist.add_by_keyword(conn, scope, source, keyword)
                 out.blacklist_changes.append((name, "blacklist"))
             elif rule.action is ReplyAction.UNBLACKLIST:
-                await conn.execute(UNBLACKLIST, (scope, source))
+                await blacklist.remove_by_keyword(conn, scope, source)
                 out.blacklist_changes.append((name, "unblacklist"))
             allowed = rule.reply and self.limiter.allow(
                 part.account_id, source, scope, now, f"{rule.keyword}|{rule.short_code}"
@@ -437,4 +436,4 @@ class MoHandler:
                     await copy.write_row(row)
             out.stored = len(stored)
         if done:
-            await conn.execute(DELETE, (done,))
+            await inbox.delete(conn, done)

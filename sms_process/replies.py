@@ -3,7 +3,7 @@
 Every bind smsmta opens counts against the contract's bind limit, and in TRX mode the
 transceivers are the MTA's: so the SMS process opens no transmitter. The replies an MO
 batch decides (sms_process.mo) are stored in `mid.reply_outbox` in the batch's own
-transaction (smsmta.replies.store, called by sms_process.process.work_once), and the MTA
+transaction (smsmta.replies.store, called by sms_process.work.WorkLoops.work_once), and the MTA
 children of the account send them on their binds (mta.replies): `registered_delivery` 0,
 from the short code the MO was sent to, the MO's TON/NPI mirrored, the account's
 encoding mapping (smsmta.replies.reply_pdus). A reply is no longer lost in a crash after

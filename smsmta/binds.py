@@ -160,7 +160,7 @@ async def update_slots(
     async with conn.transaction():
         await conn.execute(LOCK_ACCOUNT, (account_id,))
         cursor = await conn.execute(SLOTS, (account_id,))
-        taken = dict(await cursor.fetchall())
+        taken: dict[int, str] = dict(await cursor.fetchall())  # slot -> owner
         mine = sorted(slot for slot, who in taken.items() if who == owner)
         surplus = [slot for slot in mine if slot not in slots]
         mine = [slot for slot in mine if slot in slots]

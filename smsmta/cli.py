@@ -9,18 +9,28 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TypeVar
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
 
 import click
-from sqlalchemy import URL
 
 from smsmta import __version__, settings
+from smsmta.cli_common import (
+    MID_CONFIG_OPTION,
+    URL_OPTION,
+    db_target,
+    load_mid,
+    mid_db_options,
+    mid_dsn,
+    require_schema,
+    run_service,
+    service_logging,
+)
 from smsmta.db.engine import database
 
 SIDE_CHOICES = click.Choice(["mid", "marketing", "all"])
-C = TypeVar("C", settings.MidConfig, settings.MarketingConfig)
+T = TypeVar("T")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,9 +104,7 @@ def _db_options(func: click.decorators.FC) -> click.decorators.FC:
         default=None,
         help="Which schema: mid, marketing or all (default: the config file's kind, else all).",
     )(func)
-    func = click.option(
-        "--url", help="Database URL; default: SMSMTA_DATABASE_URL, the config's, else embedded."
-    )(func)
+    func = URL_OPTION(func)
     func = click.option(
         "--config",
         "config_path",
@@ -106,24 +114,6 @@ def _db_options(func: click.decorators.FC) -> click.decorators.FC:
     return func
 
 
-@contextmanager
-def _target(
-    config_path: str | None, url: str | None, side: str | None
-) -> Iterator[tuple[URL, list[str]]]:
-    embedded_dir = None
-    if config_path is not None:
-        try:
-            cfg = settings.load(config_path)
-        except settings.ConfigError as exc:
-            raise click.UsageError(str(exc)) from None
-        url = url or settings.database_url(cfg)
-        embedded_dir = cfg.database.embedded_dir
-        side = side or cfg.kind
-    sides = ["mid", "marketing"] if side in (None, "all") else [side]
-    with database(url, embedded_dir) as target:
-        yield target, sides
-
-
 @db.command("upgrade")
 @_db_options
 @click.option("--revision", default="head", show_default=True)
@@ -131,7 +121,7 @@ def db_upgrade(config_path: str | None, url: str | None, side: str | None, revis
     """Migrate the schemas up (to their heads by default)."""
     from smsmta.db import migrate
 
-    with _target(config_path, url, side) as (target, sides):
+    with db_target(config_path, url, side) as (target, sides):
         for name in sides:
             migrate.upgrade(target, name, revision)
             click.echo(f"{name}: at {', '.join(migrate.current(target, name)) or 'base'}")
@@ -144,7 +134,7 @@ def db_downgrade(config_path: str | None, url: str | None, side: str | None, rev
     """Migrate the schemas down (one step by default)."""
     from smsmta.db import migrate
 
-    with _target(config_path, url, side) as (target, sides):
+    with db_target(config_path, url, side) as (target, sides):
         for name in reversed(sides):
             migrate.downgrade(target, name, revision)
             click.echo(f"{name}: at {', '.join(migrate.current(target, name)) or 'base'}")
@@ -156,7 +146,7 @@ def db_current(config_path: str | None, url: str | None, side: str | None) -> No
     """Print the revision each schema is at."""
     from smsmta.db import migrate
 
-    with _target(config_path, url, side) as (target, sides):
+    with db_target(config_path, url, side) as (target, sides):
         for name in sides:
             at = migrate.current(target, name)
             head = migrate.heads(name)
@@ -167,55 +157,13 @@ def db_current(config_path: str | None, url: str | None, side: str | None) -> No
 # --- services ----------------------------------------------------------------------------
 
 
-def load_config(config_path: str, kind: type[C], needed: str = "service") -> C:
-    """Load `config_path` as `kind` (MidConfig or MarketingConfig); print the errors, exit 2."""
-    try:
-        cfg = settings.load(config_path)
-    except settings.ConfigError as exc:
-        for issue in exc.issues:
-            click.echo(str(issue), err=True)
-        sys.exit(2)
-    if not isinstance(cfg, kind):
-        side = "mid" if kind is settings.MidConfig else "marketing"
-        click.echo(f"{config_path}: this {needed} needs a 'kind: {side}' settings file", err=True)
-        sys.exit(2)
-    return cfg
-
-
-def _load_mid(config_path: str) -> settings.MidConfig:
-    return load_config(config_path, settings.MidConfig)
-
-
-def _require_schema(url: URL, side: str) -> None:
-    """Refuse to start against a database that is not migrated to this version."""
-    from smsmta.db import migrate
-
-    at, head = migrate.current(url, side), migrate.heads(side)
-    if set(at) != set(head):
-        click.echo(
-            f"the {side} schema is at {', '.join(at) or 'nothing'}, this smsmta needs "
-            f"{', '.join(head)}: run 'smsmta db upgrade' first",
-            err=True,
-        )
-        sys.exit(2)
-
-
-CONFIG_OPTION = click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="The mid settings file.",
-)
-
-
 @main.command()
-@CONFIG_OPTION
+@MID_CONFIG_OPTION
 def mta(config_path: str) -> None:
     """Run the MTA: a supervisor and its child processes holding the transmitter binds."""
     import os
 
-    cfg = _load_mid(config_path)
+    cfg = load_mid(config_path)
     metrics_dir = None
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # before prometheus_client is imported
         metrics_dir = tempfile.mkdtemp(prefix="smsmta-mta-metrics-")
@@ -223,17 +171,11 @@ def mta(config_path: str) -> None:
     import uvloop
 
     from mta.supervisor import Supervisor
-    from smsmta import obs
 
-    obs.configure_logging(
-        "mta",
-        cfg.logging.level,
-        cfg.logging.format,
-        show_personal_data=cfg.logging.show_personal_data,
-    )
+    service_logging("mta", cfg)
     try:
         with database(settings.database_url(cfg), cfg.database.embedded_dir) as url:
-            _require_schema(url, "mid")
+            require_schema(url, "mid")
             rendered = url.render_as_string(hide_password=False)
             code = uvloop.run(Supervisor(config_path, cfg, rendered).run())
     finally:
@@ -246,46 +188,13 @@ def mta(config_path: str) -> None:
 
 
 @main.command("sms-process")
-@CONFIG_OPTION
+@MID_CONFIG_OPTION
 def sms_process_command(config_path: str) -> None:
     """Run the SMS process: receivers, receipt reconciliation, MO, auto-replies (one per
     instance; a second one against the same database refuses to start, exit code 1)."""
     from sms_process.process import run
-    from smsmta import obs
-    from smsmta.db.engine import libpq_dsn
 
-    cfg = _load_mid(config_path)
-    obs.configure_logging(
-        "sms-process",
-        cfg.logging.level,
-        cfg.logging.format,
-        show_personal_data=cfg.logging.show_personal_data,
-    )
-    with database(settings.database_url(cfg), cfg.database.embedded_dir) as url:
-        _require_schema(url, "mid")
-        code = run(cfg, libpq_dsn(url))
-    sys.exit(code)
-
-
-def _mid_dsn_options(func: click.decorators.FC) -> click.decorators.FC:
-    func = click.option(
-        "--url", help="Database URL; default: SMSMTA_DATABASE_URL, the config's, else embedded."
-    )(func)
-    func = click.option(
-        "--config",
-        "config_path",
-        type=click.Path(exists=True, dir_okay=False),
-        help="The mid settings file naming the database.",
-    )(func)
-    return func
-
-
-@contextmanager
-def _mid_dsn(config_path: str | None, url: str | None) -> Iterator[str]:
-    from smsmta.db.engine import libpq_dsn
-
-    with _target(config_path, url, "mid") as (target, _sides):
-        yield libpq_dsn(target)
+    run_service("sms-process", load_mid(config_path), "mid", run)
 
 
 @main.group()
@@ -294,7 +203,7 @@ def receipts() -> None:
 
 
 @receipts.command("unmatched")
-@_mid_dsn_options
+@mid_db_options
 @click.option("--account", help="Only this account (internal name).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
@@ -304,7 +213,7 @@ def receipts_unmatched(
     """List receipts that matched no MT (after the match wait) or had no readable id."""
     from sms_process.admin import unmatched_receipts
 
-    with _mid_dsn(config_path, url) as dsn:
+    with mid_dsn(config_path, url, check_schema=False) as dsn:
         total, rows = unmatched_receipts(dsn, account, limit)
     if as_json:
         for r in rows:
@@ -337,7 +246,7 @@ def message_log_group() -> None:
 
 
 @message_log_group.command("list")
-@_mid_dsn_options
+@mid_db_options
 @click.option("--type", "qualification", type=click.Choice(["hard", "soft", "ignored"]))
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
 def message_log_list(
@@ -349,7 +258,7 @@ def message_log_list(
 
     from sms_process.admin import message_log
 
-    with _mid_dsn(config_path, url) as dsn:
+    with mid_dsn(config_path, url, check_schema=False) as dsn:
         entries = message_log(dsn, qualification, limit)
     table = Table(title=f"message log: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
     for column in ("id", "type", "count", "message", "first seen text", "last seen"):
@@ -367,7 +276,7 @@ def message_log_list(
 
 
 @message_log_group.command("set")
-@_mid_dsn_options
+@mid_db_options
 @click.argument("qualification", metavar="TYPE", type=click.Choice(["hard", "soft", "ignored"]))
 @click.argument("entry_id", metavar="ID", type=int)
 def message_log_set(
@@ -376,7 +285,7 @@ def message_log_set(
     """Qualify message-log entry ID as TYPE (hard, soft or ignored)."""
     from sms_process.admin import set_qualification
 
-    with _mid_dsn(config_path, url) as dsn:
+    with mid_dsn(config_path, url, check_schema=False) as dsn:
         entry = set_qualification(dsn, qualification, entry_id)
     if entry is None:
         click.echo(f"no message-log entry {entry_id}", err=True)
@@ -395,57 +304,54 @@ def _blacklist_options(func: click.decorators.FC) -> click.decorators.FC:
         default="",
         help="ISO 3166 alpha-2 country of national numbers (0612345678); default: refused.",
     )(func)
-    return _mid_dsn_options(func)
+    return mid_db_options(func)
+
+
+def _blacklist_change_options(func: click.decorators.FC) -> click.decorators.FC:
+    """`_blacklist_options` and the SHORT_CODE NUMBERS... arguments of `add` and `remove`."""
+    func = click.argument("numbers", nargs=-1, required=True)(func)
+    func = click.argument("short_code")(func)
+    return _blacklist_options(func)
 
 
 @blacklist_group.command("add")
-@_blacklist_options
+@_blacklist_change_options
 @click.option("--reason", default="operator", show_default=True, help="Kept with the entry.")
-@click.argument("short_code")
-@click.argument("numbers", nargs=-1, required=True)
-def blacklist_add_command(
-    config_path: str | None,
-    url: str | None,
-    country: str,
-    reason: str,
-    short_code: str,
-    numbers: tuple[str, ...],
-) -> None:
+def blacklist_add_command(reason: str, **params: Any) -> None:
     """Stop messages from SHORT_CODE (or a long number) to NUMBERS."""
-    from sms_process.admin import BlacklistError, blacklist_add
+    from sms_process.admin import blacklist_add
 
-    try:
-        with _mid_dsn(config_path, url) as dsn:
-            scope, addresses, added = blacklist_add(
-                dsn, short_code, list(numbers), reason, _country(country)
-            )
-    except BlacklistError as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"{scope}: {added} added, {len(addresses) - added} already there")
+    _blacklist_change(partial(blacklist_add, reason=reason), "added", "already there", **params)
 
 
 @blacklist_group.command("remove")
-@_blacklist_options
-@click.argument("short_code")
-@click.argument("numbers", nargs=-1, required=True)
-def blacklist_remove_command(
+@_blacklist_change_options
+def blacklist_remove_command(**params: Any) -> None:
+    """Let SHORT_CODE send to NUMBERS again."""
+    from sms_process.admin import blacklist_remove
+
+    _blacklist_change(blacklist_remove, "removed", "were not there", **params)
+
+
+def _blacklist_change(
+    change: Callable[..., tuple[str, list[str], int]],
+    done: str,
+    not_done: str,
+    *,
     config_path: str | None,
     url: str | None,
     country: str,
     short_code: str,
     numbers: tuple[str, ...],
 ) -> None:
-    """Let SHORT_CODE send to NUMBERS again."""
-    from sms_process.admin import BlacklistError, blacklist_remove
-
-    try:
-        with _mid_dsn(config_path, url) as dsn:
-            scope, addresses, removed = blacklist_remove(
-                dsn, short_code, list(numbers), _country(country)
-            )
-    except BlacklistError as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"{scope}: {removed} removed, {len(addresses) - removed} were not there")
+    """`blacklist add|remove`: `change(dsn, short_code, numbers, default_country=...)` (an
+    admin function), then how many entries it changed and how many it did not."""
+    scope, addresses, changed = _blacklist_call(
+        config_path,
+        url,
+        lambda dsn: change(dsn, short_code, list(numbers), default_country=_country(country)),
+    )
+    click.echo(f"{scope}: {changed} {done}, {len(addresses) - changed} {not_done}")
 
 
 @blacklist_group.command("list")
@@ -465,19 +371,30 @@ def blacklist_list_command(
     from rich.console import Console
     from rich.table import Table
 
-    from sms_process.admin import BlacklistError, blacklist
+    from sms_process.admin import blacklist
 
-    try:
-        with _mid_dsn(config_path, url) as dsn:
-            entries = blacklist(dsn, short_code, number, limit, _country(country))
-    except BlacklistError as error:
-        raise click.ClickException(str(error)) from None
+    entries = _blacklist_call(
+        config_path,
+        url,
+        lambda dsn: blacklist(dsn, short_code, number, limit, _country(country)),
+    )
     table = Table(title=f"blacklist: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
     for column in ("short code", "number", "reason", "since"):
         table.add_column(column)
     for e in entries:
         table.add_row(e.short_code, e.address, e.reason, e.since.isoformat(timespec="seconds"))
     Console(width=200).print(table)
+
+
+def _blacklist_call(config_path: str | None, url: str | None, call: Callable[[str], T]) -> T:
+    """`call` on the mid database's DSN; a refused blacklist change is a click error."""
+    from sms_process.admin import BlacklistError
+
+    try:
+        with mid_dsn(config_path, url, check_schema=False) as dsn:
+            return call(dsn)
+    except BlacklistError as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _country(value: str) -> str:

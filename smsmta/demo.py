@@ -26,37 +26,30 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from smsmta.db.engine import DATABASE_URL_ENV, database, libpq_dsn
+from smsmta.db.engine import database, libpq_dsn
+from smsmta.testing.settings import (
+    marketing_document,
+    mid_document,
+    simulator_account,
+    write_document,
+)
+from smsmta.testing.stack import Stack, free_port
 
 SERVICES = ("mid", "mta", "sms-process", "marketing")
 FAILURE_SHARE = 0.05
 DLR_DELAY_MS = 300
-
-
-def _terminate_with_parent() -> None:
-    """In the child before exec: SIGTERM when the demo dies (Linux; elsewhere nothing)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -75,154 +68,43 @@ def _stop_on_signals() -> None:
         signal.signal(sig, stop)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Service:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-
-@dataclass
-class Stack:
-    folder: Path
-    url: str
-    console: Console
-    services: list[Service] = field(default_factory=list)
-    ports: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env[DATABASE_URL_ENV] = self.url
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        return env
-
-    def start(self, name: str, *args: str) -> Service:
-        log = self.folder / "logs" / f"{name}.log"
-        log.parent.mkdir(exist_ok=True)
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "smsmta.cli", *args],
-                env=self.env,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,  # Ctrl-C reaches the demo, which stops them in order
-                preexec_fn=_terminate_with_parent,
-            )
-        service = Service(name, process, log)
-        self.services.append(service)
-        return service
-
-    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "smsmta.cli", *args],
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    def check(self) -> None:
-        for service in self.services:
-            if not service.alive():
-                tail = service.log.read_text(errors="replace")[-1500:]
-                raise RuntimeError(
-                    f"{service.name} exited with code {service.process.returncode}; "
-                    f"the end of {service.log}:\n{tail}"
-                )
-
-    def stop(self) -> None:
-        """SIGTERM in the reverse order of start; each drains and exits (killed after 60 s)."""
-        for service in reversed(self.services):
-            if service.alive():
-                service.process.send_signal(signal.SIGTERM)
-                try:
-                    service.process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    service.process.kill()
-                    service.process.wait()
-        self.services.clear()
-
-
-def wait_for_port(stack: Stack, port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stack.check()
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s")
-
-
 def write_settings(stack: Stack, password: str) -> tuple[Path, Path]:
     ports = stack.ports
-    mid = {
-        "kind": "mid",
-        "host_id": "demo",
-        "logging": {"level": "info", "format": "json"},
-        "mid": {"listen": "127.0.0.1", "port": ports["mid"], "metrics_port": ports["mid_metrics"]},
-        "mta": {"children": 2, "metrics_port": ports["mta_metrics"], "poll_interval": 0.2},
-        "sms_process": {"metrics_port": ports["sms_metrics"]},
-        "accounts": [
-            {
-                "name": "demo_sms",
-                "operator": "demo",
-                "label": "The SMSC simulator",
-                "connection": {
-                    "mode": "tx_rx",
-                    "smsc_name": "Simulator",
-                    "server": "127.0.0.1",
-                    "port": ports["smsc"],
-                    "system_id": "smsmta",
-                    "password": "secret",
-                    "connections": 2,
-                },
-                "channel": {"transliteration": True, "short_code": "38000"},
-                "throughput": {"window": 20, "max_mt_per_second": 0, "reconnect_delay": 1},
-                "auto_replies": [
-                    {
-                        "keyword": "STOP",
-                        "reply": "You will get no more messages.",
-                        "action": "blacklist",
-                    }
-                ],
-            }
+    account = simulator_account(
+        "demo_sms",
+        "demo",
+        ports["smsc"],
+        smsc_name="Simulator",
+        throughput={"window": 20, "max_mt_per_second": 0, "reconnect_delay": 1},
+        label="The SMSC simulator",
+        channel={"transliteration": True, "short_code": "38000"},
+        auto_replies=[
+            {"keyword": "STOP", "reply": "You will get no more messages.", "action": "blacklist"}
         ],
-    }
-    marketing = {
-        "kind": "marketing",
-        "logging": {"level": "info", "format": "json"},
-        "marketing": {
-            "metrics_port": ports["marketing_metrics"],
-            "pull_interval": 0.5,
-            "push_interval": 0.2,
-        },
-        "accounts": [
-            {
-                "name": "sms",
-                "mid_url": f"http://127.0.0.1:{ports['mid']}",
-                "operator": "demo",
-                "password": password,
-            }
-        ],
-        "templates": [{"name": "demo", "label": "Demo", "account": "sms", "max_parts": 3}],
-    }
-    mid_path, marketing_path = stack.folder / "mid.yaml", stack.folder / "marketing.yaml"
-    mid_path.write_text(json.dumps(mid, indent=2))
-    marketing_path.write_text(json.dumps(marketing, indent=2))
-    for path in (mid_path, marketing_path):
-        path.chmod(0o600)  # the marketing file holds the operator's password
-    return mid_path, marketing_path
+    )
+    mid = mid_document(
+        [account],
+        host_id="demo",
+        level="info",
+        mid={"listen": "127.0.0.1", "port": ports["mid"], "metrics_port": ports["mid_metrics"]},
+        mta={"children": 2, "metrics_port": ports["mta_metrics"], "poll_interval": 0.2},
+        sms_process={"metrics_port": ports["sms_metrics"]},
+    )
+    marketing = marketing_document(
+        ports["mid"],
+        "demo",
+        password,
+        {"name": "demo", "label": "Demo", "max_parts": 3},
+        level="info",
+        metrics_port=ports["marketing_metrics"],
+        pull_interval=0.5,
+        push_interval=0.2,
+    )
+    # both readable by their owner only: the marketing file holds the operator's password
+    return (
+        write_document(stack.folder / "mid.yaml", mid, private=True),
+        write_document(stack.folder / "marketing.yaml", marketing, private=True),
+    )
 
 
 def kpis(url: str, delivery_id: int) -> tuple[int, int, int, int, str]:
@@ -233,10 +115,11 @@ def kpis(url: str, delivery_id: int) -> tuple[int, int, int, int, str]:
             (delivery_id,),
         ).fetchone()
     assert row is not None
-    return row  # type: ignore[return-value]
+    to_send, sent, delivered, failed, state = row
+    return to_send, sent, delivered, failed, state
 
 
-def follow(stack: Stack, delivery_id: int, total: int, timeout: float) -> float:
+def follow(stack: Stack, console: Console, delivery_id: int, total: int, timeout: float) -> float:
     """Live progress until every message has its final status; returns the seconds taken."""
     started = time.monotonic()
     columns = (
@@ -245,7 +128,7 @@ def follow(stack: Stack, delivery_id: int, total: int, timeout: float) -> float:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=stack.console, transient=False) as progress:
+    with Progress(*columns, console=console, transient=False) as progress:
         sent = progress.add_task("sent", total=total)
         delivered = progress.add_task("delivered", total=total)
         failed = progress.add_task("failed", total=total)
@@ -287,7 +170,7 @@ def run(messages: int, keep_running: bool, data_dir: str | None, timeout: float 
     _stop_on_signals()
     with demo_folder(data_dir) as folder, database(None, folder / "pgdata") as url:
         rendered = url.render_as_string(hide_password=False)
-        stack = Stack(folder, rendered, console)
+        stack = Stack(folder, rendered, logs=folder / "logs", die_with_parent=True, tail_chars=1500)
         try:
             console.print(f"[bold]smsmta demo[/bold] in {folder}")
             for side in ("mid", "marketing"):
@@ -306,7 +189,7 @@ def run(messages: int, keep_running: bool, data_dir: str | None, timeout: float 
                 "--fail-rate", str(FAILURE_SHARE),
                 "--seed", "1",
             )  # fmt: skip
-            wait_for_port(stack, stack.ports["smsc"])
+            stack.wait_for_port(stack.ports["smsc"])
             console.print(f"  SMSC simulator on 127.0.0.1:{stack.ports['smsc']}")
             added = stack.run(
                 "operator", "add", "demo", "--label", "Demo operator", "--password-stdin",
@@ -316,7 +199,7 @@ def run(messages: int, keep_running: bool, data_dir: str | None, timeout: float 
             if added.returncode != 0:
                 raise RuntimeError(f"smsmta operator add failed: {added.stderr}")
             stack.start("mid", "mid", "--config", str(mid_path))
-            wait_for_port(stack, stack.ports["mid"])
+            stack.wait_for_port(stack.ports["mid"])
             stack.start("mta", "mta", "--config", str(mid_path))
             stack.start("sms-process", "sms-process", "--config", str(mid_path))
             stack.start("marketing", "marketing", "--config", str(marketing_path))
@@ -333,7 +216,7 @@ def run(messages: int, keep_running: bool, data_dir: str | None, timeout: float 
                 raise RuntimeError(f"smsmta delivery create failed: {created.stderr}")
             delivery_id = int(json.loads(created.stdout)["delivery_id"])
             console.print(f"  delivery {delivery_id}: {messages:,} recipients\n")
-            seconds = follow(stack, delivery_id, messages, timeout)
+            seconds = follow(stack, console, delivery_id, messages, timeout)
             status = stack.run(
                 "delivery", "status", str(delivery_id), "--config", str(marketing_path)
             )

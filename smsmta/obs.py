@@ -329,7 +329,8 @@ SP_NO_RECEIPT = Counter(
 )
 
 
-# --- midsourcing (the mid API, midsourcing.api; the marketing service, midsourcing.marketing)
+# --- midsourcing (the mid API, midsourcing.api; the marketing service,
+# midsourcing.marketing_service)
 
 MID_REQUESTS = Counter(
     "smsmta_mid_requests",

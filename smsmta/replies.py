@@ -19,7 +19,7 @@ Touches: the database (`mid.reply_outbox`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 
@@ -69,7 +69,7 @@ class Reply:
     dest_ton: int
     dest_npi: int
     text: str
-    id: int = 0  # its outbox row, once stored
+    id: int = field(default=0, kw_only=True)  # its outbox row, once stored
 
 
 def reply_pdus(account: Account, reply: Reply) -> tuple[Pdu, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import DateTime, Enum, MetaData, func
+from sqlalchemy import DateTime, Enum, Integer, MetaData, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -36,6 +36,18 @@ class MarketingBase(DeclarativeBase):
     """Tables of the marketing service."""
 
     metadata = MetaData(schema=MARKETING_SCHEMA, naming_convention=NAMING_CONVENTION)
+
+
+class DeliveryKpis:
+    """The counters of a delivery (SPEC section 6), on both sides: the mid side counts them,
+    the marketing side keeps the copy it pulls (plus its own `cancelled`)."""
+
+    to_send: Mapped[int] = mapped_column(Integer, server_default="0")
+    sent: Mapped[int] = mapped_column(Integer, server_default="0")
+    delivered: Mapped[int] = mapped_column(Integer, server_default="0")
+    failed_hard: Mapped[int] = mapped_column(Integer, server_default="0")
+    failed_soft: Mapped[int] = mapped_column(Integer, server_default="0")
+    no_receipt: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 def created_at_column() -> Mapped[datetime]:

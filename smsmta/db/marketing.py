@@ -25,7 +25,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from smsmta.db.base import MarketingBase, created_at_column, pg_enum, updated_at_column
+from smsmta.db.base import (
+    DeliveryKpis,
+    MarketingBase,
+    created_at_column,
+    pg_enum,
+    updated_at_column,
+)
 
 
 class MarketingDeliveryState(enum.StrEnum):
@@ -78,7 +84,7 @@ class DeliveryTemplate(MarketingBase):
     updated_at: Mapped[datetime] = updated_at_column()
 
 
-class MarketingDelivery(MarketingBase):
+class MarketingDelivery(DeliveryKpis, MarketingBase):
     __tablename__ = "delivery"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -101,14 +107,8 @@ class MarketingDelivery(MarketingBase):
     validity_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     total: Mapped[int] = mapped_column(Integer, server_default="0")  # messages created
     rejected: Mapped[int] = mapped_column(Integer, server_default="0")  # CSV rows refused
-    # KPIs
-    to_send: Mapped[int] = mapped_column(Integer, server_default="0")
-    sent: Mapped[int] = mapped_column(Integer, server_default="0")
-    delivered: Mapped[int] = mapped_column(Integer, server_default="0")
-    failed_hard: Mapped[int] = mapped_column(Integer, server_default="0")
-    failed_soft: Mapped[int] = mapped_column(Integer, server_default="0")
+    # KPIs: DeliveryKpis, plus
     cancelled: Mapped[int] = mapped_column(Integer, server_default="0")
-    no_receipt: Mapped[int] = mapped_column(Integer, server_default="0")
     pushed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_pull_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at_column()

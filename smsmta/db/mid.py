@@ -43,7 +43,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from smsmta.db.base import MidBase, created_at_column, pg_enum, updated_at_column
+from smsmta.db.base import DeliveryKpis, MidBase, created_at_column, pg_enum, updated_at_column
+from smsmta.settings.marketing import TransmissionMode
 
 
 class MessageStatus(enum.StrEnum):
@@ -54,7 +55,7 @@ class MessageStatus(enum.StrEnum):
     FAILED = "failed"  # final: hard failure, retries exhausted or validity over
     CANCELLED = "cancelled"  # final: the delivery was cancelled before sending
     # final: acknowledged by the SMSC, no receipt by the end of the validity period plus
-    # receipt_match_wait (sms_process.expiry)
+    # receipt_match_wait (smsmta.queue.expiry)
     NO_RECEIPT = "no_receipt"
 
 
@@ -97,15 +98,6 @@ class DeliveryState(enum.StrEnum):
     DONE = "done"
 
 
-class TransmissionMode(enum.StrEnum):
-    """SPEC section 6, sent as the dest_addr_subunit TLV."""
-
-    NORMAL = "normal"  # 0
-    FLASH = "flash"  # 1
-    MOBILE_EQUIPMENT = "mobile_equipment"  # 2
-    SIM = "sim"  # 3
-
-
 class Operator(MidBase):
     __tablename__ = "operator"
 
@@ -136,7 +128,7 @@ class ExternalAccount(MidBase):
     updated_at: Mapped[datetime] = updated_at_column()
 
 
-class Delivery(MidBase):
+class Delivery(DeliveryKpis, MidBase):
     __tablename__ = "delivery"
     __table_args__ = (UniqueConstraint("account_id", "marketing_delivery_id"),)
 
@@ -157,14 +149,8 @@ class Delivery(MidBase):
     priority: Mapped[int] = mapped_column(SmallInteger, server_default="0")
     service_type: Mapped[str | None] = mapped_column(String(5))
     service_id: Mapped[str | None] = mapped_column(String(255))
-    # KPIs
-    to_send: Mapped[int] = mapped_column(Integer, server_default="0")
-    sent: Mapped[int] = mapped_column(Integer, server_default="0")
-    delivered: Mapped[int] = mapped_column(Integer, server_default="0")
-    failed_hard: Mapped[int] = mapped_column(Integer, server_default="0")
-    failed_soft: Mapped[int] = mapped_column(Integer, server_default="0")
-    no_receipt: Mapped[int] = mapped_column(Integer, server_default="0")
-    # when the SMS process ended the wait for this delivery's receipts (sms_process.expiry)
+    # KPIs: DeliveryKpis
+    # when the SMS process ended the wait for this delivery's receipts (smsmta.queue.expiry)
     receipts_closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()

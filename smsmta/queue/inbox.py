@@ -12,6 +12,11 @@ crash before the commit loses nothing either: the SMSC sends unacknowledged PDUs
 The same transaction NOTIFYs `smsmta_inbox`, so the SMS process (sms_process.process),
 which handles every inbox row whichever process stored it, starts at once.
 
+The SMS process's MO handler (sms_process.mo) then changes rows in its batch's own
+transaction, on its connection, one statement each: `hold(conn, ids)` keeps the parts of
+a long MO still missing parts (`held`, fed back to the reassembler after a restart) and
+`delete(conn, ids)` removes the rows handled (or undecodable).
+
 `keep_decoded` (the SMS process's own inbox only): the row ids are drawn from the inbox's
 sequence in the flush's transaction, and after the commit the decoded PDUs stay in
 `decoded` (row id -> PDU, at most `keep_decoded`) for reconciliation to take instead of
@@ -21,26 +26,32 @@ is still what the database hands out, the PDU only saves a decode.
 Contract:
 - `add()` never blocks and never raises for the PDU's content; after `close()` began it
   refuses (returns False, no ack): the SMSC will send the PDU again later.
-- `run()` flushes until `close()`; a lost database connection keeps the batch, reconnects
-  and tries again (memory stays bounded: unacknowledged PDUs hold the SMSC's window).
-- `ack` callbacks run in commit order, once each; one raising is logged, not propagated.
+- `run()` flushes until `close()`, at most `max_batch` rows a transaction; a lost database
+  connection keeps the batch, reconnects and tries again, logged once an outage
+  (`sms_process.inbox_flush_failed` / `inbox_flush_recovered`; memory stays bounded:
+  unacknowledged PDUs hold the SMSC's window). A batch the database refuses for another
+  reason is retried a few times, then `run()` raises (its owner stops the process): the
+  loop and its rules are smsmta.batch's `BatchWriter`.
+- `ack` callbacks run in commit order, once each; one raising is logged
+  (`sms_process.inbox_ack_failed`), not propagated.
 - `decoded` holds a PDU only once its row is committed, and never more than keep_decoded.
 
-Touches: the database (`mid.inbox`, NOTIFY), nothing else; acks are the caller's.
+Touches: the database (`mid.inbox`, NOTIFY), nothing else; acks are the caller's;
+`hold` and `delete` run in the caller's transaction.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import psycopg
 import structlog
 
+from smsmta.backoff import Backoff
+from smsmta.batch import Batch, BatchStats, BatchWriter
 from smsmta.db import InboxKind
 from smsmta.smpp import codec
 from smsmta.smpp.constants import CommandId, EsmClass
@@ -64,6 +75,8 @@ COPY_INBOX_IDS = (
 )
 COPY_TYPES_IDS = ("int8", *COPY_TYPES)
 NEXT_IDS = "SELECT nextval(pg_get_serial_sequence('mid.inbox', 'id')) FROM generate_series(1, %b)"
+HOLD = "UPDATE mid.inbox SET held = true WHERE id = ANY(%s)"
+DELETE = "DELETE FROM mid.inbox WHERE id = ANY(%s)"
 
 Ack = Callable[[], object]
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection]]
@@ -113,15 +126,45 @@ def handle_request(inbox: Inbox, account_id: int, conn: SmppConnection, pdu: Pdu
         conn.respond(pdu.make_resp())
 
 
+Row = tuple[int, str, bytes, datetime]  # account_id, kind, encoded PDU, received_at
+
+
 @dataclass
-class InboxStats:
-    flushes: int = 0
-    rows: int = 0
+class _Rows(Batch):
+    """Received requests not yet committed: the rows, their acks, their PDUs (keep_decoded)."""
+
+    rows: list[Row] = field(default_factory=list)
+    callbacks: list[Ack] = field(default_factory=list)  # one ack per row
+    pdus: list[Pdu] = field(default_factory=list)  # only with keep_decoded
+    ids: list[int] = field(default_factory=list)  # the rows' ids, set by the write
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, limit: int | None) -> _Rows:
+        if limit is None or len(self.rows) <= limit:
+            head = _Rows(self.rows, self.callbacks, self.pdus)
+            self.rows, self.callbacks, self.pdus = [], [], []
+            return head
+        head = _Rows(self.rows[:limit], self.callbacks[:limit], self.pdus[:limit])
+        del self.rows[:limit], self.callbacks[:limit], self.pdus[:limit]
+        return head
+
+    def put_back(self, head: _Rows) -> None:
+        self.rows[:0] = head.rows
+        self.callbacks[:0] = head.callbacks
+        self.pdus[:0] = head.pdus
+
+
+@dataclass
+class InboxStats(BatchStats):
     refused: int = 0
 
 
-class Inbox:
+class Inbox(BatchWriter[_Rows]):
     """Batched, durable storage of received deliver_sm / data_sm; see the module docstring."""
+
+    stats: InboxStats
 
     def __init__(
         self,
@@ -130,121 +173,72 @@ class Inbox:
         retry_delay: float = 1.0,
         max_batch: int = 5000,
         keep_decoded: int = 0,
+        password: str | None = None,
     ) -> None:
-        self.connect = connect
+        super().__init__(
+            _Rows(),
+            connect,
+            event_prefix="sms_process",
+            name="inbox_flush",
+            max_batch=max_batch,
+            backoff=Backoff(retry_delay, retry_delay),
+            password=password,
+            callback_event="inbox_ack_failed",
+            logger=log,
+        )
         self.retry_delay = retry_delay
-        self.max_batch = max_batch
         self.keep_decoded = keep_decoded
         #: row id -> its PDU as received, for reconciliation to take (keep_decoded > 0)
         self.decoded: dict[int, Pdu] = {}
         self.stats = InboxStats()
-        self.conn: psycopg.AsyncConnection | None = None
-        self._rows: list[tuple[int, str, bytes, datetime]] = []
-        self._pdus: list[Pdu] = []
-        self._acks: list[Ack] = []
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._closing = False
-        #: called after each commit with (rows, seconds the flush took)
-        self.on_flushed: Callable[[int, float], None] | None = None
 
     def add(self, account_id: int, pdu: Pdu, ack: Ack) -> bool:
         """Queue one received request; `ack()` runs once it is committed. False if closing."""
         if self._closing:
             self.stats.refused += 1
             return False
-        self._rows.append((account_id, _kind_value(pdu), codec.encode(pdu), datetime.now(UTC)))
-        self._acks.append(ack)
+        pending = self._pending
+        pending.rows.append((account_id, _kind_value(pdu), codec.encode(pdu), datetime.now(UTC)))
+        pending.callbacks.append(ack)
         if self.keep_decoded:
-            self._pdus.append(pdu)
+            pending.pdus.append(pdu)
         self._idle.clear()
         self._wakeup.set()
         return True
 
-    @property
-    def backlog(self) -> int:
-        """Requests received and not yet committed."""
-        return len(self._rows)
+    async def _write(self, conn: psycopg.AsyncConnection, batch: _Rows) -> None:
+        """COPY the rows (with ids drawn first when keep_decoded), then NOTIFY."""
+        rows = batch.rows
+        async with conn.cursor(binary=True) as cursor:
+            if self.keep_decoded:
+                await cursor.execute(NEXT_IDS, (len(rows),))
+                batch.ids = [row[0] for row in await cursor.fetchall()]
+                async with cursor.copy(COPY_INBOX_IDS) as copy:
+                    copy.set_types(COPY_TYPES_IDS)
+                    for row_id, row in zip(batch.ids, rows, strict=True):
+                        await copy.write_row((row_id, *row))
+            else:
+                async with cursor.copy(COPY_INBOX) as copy:
+                    copy.set_types(COPY_TYPES)
+                    for row in rows:
+                        await copy.write_row(row)
+        await conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
 
-    async def run(self) -> None:
-        """Flush back to back while there is something to write; until close()."""
-        failures = 0
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._rows:
-                try:
-                    await self.flush()
-                except psycopg.Error as error:
-                    failures += 1
-                    if failures == 1:  # once an outage, not once a retry
-                        log.warning(
-                            "sms_process.inbox_flush_failed",
-                            error=str(error),
-                            rows=len(self._rows),
-                        )
-                    await asyncio.sleep(self.retry_delay)
-                    if self.conn is not None and (self.conn.closed or self.conn.broken):
-                        self.conn = None
-                else:
-                    if failures:
-                        log.info("sms_process.inbox_flush_recovered", attempts=failures)
-                    failures = 0
-            self._idle.set()
-            if self._closing:
-                return
-
-    async def close(self) -> None:
-        """Refuse new requests, write (and acknowledge) what is queued, then stop run()."""
-        self._closing = True
-        self._wakeup.set()
-        await self._idle.wait()
-        if self.conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                await self.conn.close()
-
-    async def flush(self) -> None:
-        """Write what is queued (at most max_batch rows) in one transaction, then ack it."""
-        if not self._rows:
-            return
-        if self.conn is None:
-            self.conn = await self.connect()
-        n = self.max_batch
-        rows, acks = self._rows[:n], self._acks[:n]
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        conn = self.conn
-        ids: list[int] = []
-        async with conn.transaction():
-            async with conn.cursor(binary=True) as cursor:
-                if self.keep_decoded:
-                    await cursor.execute(NEXT_IDS, (len(rows),))
-                    ids = [row[0] for row in await cursor.fetchall()]
-                    async with cursor.copy(COPY_INBOX_IDS) as copy:
-                        copy.set_types(COPY_TYPES_IDS)
-                        for row_id, row in zip(ids, rows, strict=True):
-                            await copy.write_row((row_id, *row))
-                else:
-                    async with cursor.copy(COPY_INBOX) as copy:
-                        copy.set_types(COPY_TYPES)
-                        for row in rows:
-                            await copy.write_row(row)
-            await conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
-        # only what was written: more may have come while the commit was in flight
-        del self._rows[: len(rows)], self._acks[: len(acks)]
+    def _committed(self, batch: _Rows) -> None:
         if self.keep_decoded:
-            pdus = self._pdus[: len(rows)]
-            del self._pdus[: len(rows)]
             room = self.keep_decoded - len(self.decoded)
             if room > 0:
-                self.decoded.update(zip(ids[:room], pdus[:room], strict=True))
-        self.stats.flushes += 1
-        self.stats.rows += len(rows)
-        for ack in acks:
-            try:
-                ack()
-            except Exception:  # one bad callback must not keep the others from running
-                log.exception("sms_process.inbox_ack_failed")
-        if self.on_flushed is not None:
-            self.on_flushed(len(rows), loop.time() - started)
+                self.decoded.update(zip(batch.ids[:room], batch.pdus[:room], strict=True))
+
+
+# --- the MO handler's changes, in its own transaction ---------------------------------
+
+
+async def hold(conn: psycopg.AsyncConnection, ids: list[int]) -> None:
+    """Keep these MO parts in the inbox, `held`, until their long MO is complete."""
+    await conn.execute(HOLD, (ids,))
+
+
+async def delete(conn: psycopg.AsyncConnection, ids: list[int]) -> None:
+    """Remove these handled rows from the inbox."""
+    await conn.execute(DELETE, (ids,))

@@ -24,7 +24,7 @@ client that sends nothing for 10 seconds is disconnected. Errors inside a handle
 reach the event loop's exception handler.
 
 Why hand-written: four routes on the simulator's own loop do not justify a web framework
-in the `smpp` package; uvicorn would bring its own loop management.
+in a test tool; uvicorn would bring its own loop management.
 
 Touches: one listening TCP socket; the `Smsc` it is given.
 """

@@ -198,14 +198,9 @@ UNSUCCESS_SME_FIELDS = (
 del F
 
 _BIND = (SYSTEM_ID, PASSWORD, SYSTEM_TYPE, INTERFACE_VERSION, ADDR_TON, ADDR_NPI, ADDRESS_RANGE)
-_SM = (
-    SERVICE_TYPE,
-    SOURCE_ADDR_TON,
-    SOURCE_ADDR_NPI,
-    SOURCE_ADDR,
-    DEST_ADDR_TON,
-    DEST_ADDR_NPI,
-    DESTINATION_ADDR,
+# submit_sm, deliver_sm and submit_multi: the source, the destination(s), then the message.
+_SM_SOURCE = (SERVICE_TYPE, SOURCE_ADDR_TON, SOURCE_ADDR_NPI, SOURCE_ADDR)
+_SM_MESSAGE = (
     ESM_CLASS,
     PROTOCOL_ID,
     PRIORITY_FLAG,
@@ -217,6 +212,7 @@ _SM = (
     SM_DEFAULT_MSG_ID,
     SHORT_MESSAGE,
 )
+_SM = (*_SM_SOURCE, DEST_ADDR_TON, DEST_ADDR_NPI, DESTINATION_ADDR, *_SM_MESSAGE)
 
 C = CommandId
 #: Mandatory body fields of every PDU, in wire order (SMPP 3.4 section 4).
@@ -237,23 +233,7 @@ LAYOUTS: dict[CommandId, tuple[Field, ...]] = {
     C.submit_sm_resp: (MESSAGE_ID,),
     C.deliver_sm: _SM,
     C.deliver_sm_resp: (DELIVER_SM_RESP_MESSAGE_ID,),
-    C.submit_multi: (
-        SERVICE_TYPE,
-        SOURCE_ADDR_TON,
-        SOURCE_ADDR_NPI,
-        SOURCE_ADDR,
-        DEST_ADDRESS_LIST,
-        ESM_CLASS,
-        PROTOCOL_ID,
-        PRIORITY_FLAG,
-        SCHEDULE_DELIVERY_TIME,
-        VALIDITY_PERIOD,
-        REGISTERED_DELIVERY,
-        REPLACE_IF_PRESENT_FLAG,
-        DATA_CODING,
-        SM_DEFAULT_MSG_ID,
-        SHORT_MESSAGE,
-    ),
+    C.submit_multi: (*_SM_SOURCE, DEST_ADDRESS_LIST, *_SM_MESSAGE),
     C.submit_multi_resp: (MESSAGE_ID, UNSUCCESS_SME_LIST),
     C.data_sm: (
         SERVICE_TYPE,

@@ -73,17 +73,20 @@ TAG_NETWORK_ERROR_CODE = 0x0423
 TAG_MESSAGE_PAYLOAD = 0x0424
 TAG_MESSAGE_STATE = 0x0427
 
-# message_state TLV values (SMPP 3.4 section 5.2.28) as Annex B stat words.
-MESSAGE_STATE_STAT: Mapping[int, str] = {
-    1: "ENROUTE",
-    2: "DELIVRD",
-    3: "EXPIRED",
-    4: "DELETED",
-    5: "UNDELIV",
-    6: "ACCEPTD",
-    7: "UNKNOWN",
-    8: "REJECTD",
+# Annex B stat words and the message_state they stand for (SMPP 3.4 section 5.2.28): the one
+# table (the SMSC simulator writes receipts from it too).
+STAT_STATES: Mapping[str, constants.MessageState] = {
+    "ENROUTE": constants.MessageState.ENROUTE,
+    "DELIVRD": constants.MessageState.DELIVERED,
+    "EXPIRED": constants.MessageState.EXPIRED,
+    "DELETED": constants.MessageState.DELETED,
+    "UNDELIV": constants.MessageState.UNDELIVERABLE,
+    "ACCEPTD": constants.MessageState.ACCEPTED,
+    "UNKNOWN": constants.MessageState.UNKNOWN,
+    "REJECTD": constants.MessageState.REJECTED,
 }
+# message_state TLV values as Annex B stat words.
+MESSAGE_STATE_STAT: Mapping[int, str] = {int(state): stat for stat, state in STAT_STATES.items()}
 
 # Stat and err are single Annex B words (7 and 3 characters); longer values are cut so a
 # broken provider cannot flood the message log with huge distinct keys.

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from smsmta.smpp.codec import DEFAULT_MAX_COMMAND_LENGTH, Framer, decode, encode
 from smsmta.smpp.constants import RESPONSE_BIT, CommandId
@@ -88,7 +88,7 @@ _RESPONSES = frozenset(command for command in CommandId if command & RESPONSE_BI
 
 
 def _states(**by_state: Iterable[CommandId]) -> dict[State, frozenset[CommandId]]:
-    table = {state: frozenset() for state in State}
+    table: dict[State, frozenset[CommandId]] = {state: frozenset() for state in State}
     table.update({State[name]: frozenset(commands) for name, commands in by_state.items()})
     return table
 
@@ -202,8 +202,8 @@ class _Sentinel(enum.Enum):
     CONNECTION_CLOSED = "connection closed"
 
 
-NEED_DATA = _Sentinel.NEED_DATA
-CONNECTION_CLOSED = _Sentinel.CONNECTION_CLOSED
+NEED_DATA: Final = _Sentinel.NEED_DATA
+CONNECTION_CLOSED: Final = _Sentinel.CONNECTION_CLOSED
 Event = Pdu | Response | Stray | Rejected | _Sentinel
 
 

@@ -1,6 +1,6 @@
 """Mutated PDUs on live SMPP sessions: nothing crashes, every bad PDU gets SMPP's answer.
 
-Four targets, each over real sockets on 127.0.0.1 (tests/badinput/smpp_fuzzer.py has the
+Four targets, each over real sockets on 127.0.0.1 (smsmta/testing/smpp_fuzzer.py has the
 mutations, the expected answers and the drivers):
 
 1. our `SmppClient` (receiver bind) bound to a raw fake SMSC in this process;
@@ -36,17 +36,19 @@ from smsmta.smpp.constants import CommandStatus as S
 from smsmta.smpp.errors import RemoteProtocolError
 from smsmta.smpp.pdu import DeliverSm, GenericNack, SubmitSm
 from smsmta.smpp.session import Role, Session
-from tests.badinput.smpp_fuzzer import (
-    ESME_RX,
-    SMSC_TRX,
+from smsmta.testing.smpp_fuzzer import (
     EsmeLinks,
     FakeSmsc,
     Link,
     Tally,
     fuzz_esme,
     fuzz_smsc,
-    make_cases,
     receiver_settings,
+)
+from smsmta.testing.smpp_mutations import (
+    ESME_RX,
+    SMSC_TRX,
+    make_cases,
 )
 from tests.mta.conftest import ROOT, free_port
 from tests.sms_process.conftest import (

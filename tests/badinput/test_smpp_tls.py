@@ -1,7 +1,7 @@
 """The real MTA under bad input and over TLS: one MTA start, three accounts side by side.
 
 - `ops_sms` (plain TCP) binds its transmitter to the raw fake SMSC of
-  tests/badinput/smpp_fuzzer.py, which sends it mutated PDUs (the MTA target of
+  smsmta/testing/smpp_fuzzer.py, which sends it mutated PDUs (the MTA target of
   test_smpp_fuzz.py): every bad PDU gets SMPP's answer, no process dies, and the queue is
   sent afterwards.
 - `ops_verify` and `ops_skip` use TLS to the simulator behind a TLS-terminating proxy with
@@ -25,9 +25,17 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from smsmta.enqueue import DeliverySpec, create_delivery, enqueue
+from smsmta.queue.enqueue import DeliverySpec, create_delivery, enqueue
 from smsmta.simulator import SimulatorConfig, Smsc
-from tests.badinput.smpp_fuzzer import ESME_TX, FakeSmsc, Tally, fuzz_esme, make_cases
+from smsmta.testing.smpp_fuzzer import (
+    FakeSmsc,
+    Tally,
+    fuzz_esme,
+)
+from smsmta.testing.smpp_mutations import (
+    ESME_TX,
+    make_cases,
+)
 from tests.badinput.test_smpp_fuzz import FUZZ_PDUS, SEED, report
 from tests.mta.conftest import (
     ACCOUNT,

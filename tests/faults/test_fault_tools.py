@@ -14,7 +14,7 @@ import pytest
 from smsmta.simulator import Smsc
 from smsmta.smpp.constants import CommandStatus as S
 from smsmta.smpp.pdu import BindTransmitter, EnquireLink
-from tests.faults.proxy import TcpProxy
+from smsmta.testing.proxy import TcpProxy
 from tests.smpp.test_simulator import HOST, Connect, Esme, eventually, http, mt
 
 pytestmark = pytest.mark.timeout(60)

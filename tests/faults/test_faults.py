@@ -1,6 +1,6 @@
 """Every fault of issue 9 under a steady load: nothing lost, duplicates within the bound.
 
-One stack for the module (`tests.faults.harness.fault_stack`: its own PostgreSQL, the
+One stack for the module (`smsmta.testing.fault_stack.fault_stack`: its own PostgreSQL, the
 simulator behind a TCP proxy, the four services as subprocesses); each fault runs on a
 delivery of its own, with destinations of its own, and drains before the next one.
 The promise, per fault: lost == 0; duplicates <= window x connections x children whose
@@ -16,16 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import (
-    FAULTS,
-    FaultRow,
-    FaultStack,
-    Sizes,
-    conditions,
-    fault_stack,
-    format_table,
-    run_fault,
-)
+from smsmta.testing.fault_stack import FaultStack, Sizes, fault_stack
+from smsmta.testing.faults import FAULTS, FaultRow, conditions, format_table, run_fault
 
 SIZES = Sizes()
 ROWS: list[FaultRow] = []

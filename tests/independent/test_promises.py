@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.independent.scenarios import SCENARIOS, Scenario, assert_promises, run_scenario
+from smsmta.testing.scenarios import SCENARIOS, Scenario, assert_promises, run_scenario
 from tests.sms_process.conftest import SmsHarness
 
 pytestmark = pytest.mark.timeout(120)

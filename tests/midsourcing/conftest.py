@@ -26,9 +26,10 @@ from sqlalchemy import URL
 from midsourcing import auth
 from midsourcing.server import uvicorn_config
 from smsmta.db.engine import libpq_dsn
-from smsmta.demo import free_port as free_port  # re-exported to the tests
 from smsmta.settings import MidConfig, load
-from tests.conftest import scratch_database
+from smsmta.testing.settings import mid_api_accounts, mid_document
+from smsmta.testing.stack import free_port as free_port  # re-exported to the tests
+from smsmta.testing.stack import scratch_database
 
 OPS_PASSWORD = "correct horse battery"
 VIEWER_PASSWORD = "viewer password"
@@ -36,27 +37,10 @@ VIEWER_PASSWORD = "viewer password"
 
 def mid_settings(port: int, smpp_port: int = 2775, **mid: Any) -> dict[str, Any]:
     """A mid settings document with the two test accounts (JSON is YAML too)."""
-
-    def account(name: str, enabled: bool, system_id: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "operator": "ops",
-            "label": name,
-            "enabled": enabled,
-            "connection": {
-                "smsc_name": "Sim",
-                "server": "127.0.0.1",
-                "port": smpp_port,
-                "system_id": system_id,
-                "password": "secret",
-            },
-            "channel": {"transliteration": True, "source_number": "+33600000000"},
-        }
-
-    return {
-        "kind": "mid",
-        "logging": {"level": "warning", "format": "json"},
-        "mid": {
+    return mid_document(
+        mid_api_accounts(smpp_port),
+        host_id=None,
+        mid={
             "listen": "127.0.0.1",
             "port": port,
             "metrics_port": None,
@@ -66,8 +50,7 @@ def mid_settings(port: int, smpp_port: int = 2775, **mid: Any) -> dict[str, Any]
             "login_base_delay": 30,
             **mid,
         },
-        "accounts": [account("ops_sms", True, "smsmta"), account("ops_off", False, "other")],
-    }
+    )
 
 
 @dataclass

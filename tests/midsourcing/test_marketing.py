@@ -10,7 +10,8 @@ import psycopg
 import pytest
 
 from midsourcing.client import MidClient, MidError
-from midsourcing.marketing import Service, cancel_local, create_delivery, delivery_status
+from midsourcing.marketing import cancel_local, create_delivery, delivery_status
+from midsourcing.marketing_service import Service
 from midsourcing.schemas import Message
 from smsmta.settings import MarketingConfig
 from tests.midsourcing.conftest import OPS_PASSWORD, MidServer, free_port

@@ -10,7 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from midsourcing.marketing import REFUSED, Service, create_delivery, delivery_status
+from midsourcing.marketing import REFUSED, create_delivery, delivery_status
+from midsourcing.marketing_service import Service
 from tests.midsourcing.conftest import MidServer
 from tests.midsourcing.test_api import new_delivery
 from tests.midsourcing.test_marketing import marketing_config

@@ -12,7 +12,8 @@ import httpx
 import psycopg
 import pytest
 
-from midsourcing.marketing import Service, create_delivery, delivery_status
+from midsourcing.marketing import create_delivery, delivery_status
+from midsourcing.marketing_service import Service
 from midsourcing.store import _CHANGES, parse_cursor
 from smsmta.settings import MarketingConfig
 from tests.midsourcing.conftest import OPS_PASSWORD, MidServer
@@ -176,7 +177,7 @@ async def test_finished_delivery_acknowledges_its_last_page(
 async def test_messages_without_a_receipt_reach_the_marketing_side_as_no_receipt(
     mid_server: MidServer, conn: psycopg.AsyncConnection, tmp_path: Path
 ) -> None:
-    """A message the SMS process ended as no_receipt (sms_process.expiry) is final: pulled
+    """A message the SMS process ended as no_receipt (smsmta.queue.expiry) is final: pulled
     with its own status, counted in the marketing KPIs, and the delivery ends done."""
     csv = tmp_path / "r.csv"
     csv.write_text("mobile\n" + "\n".join(f"+3372{i:07d}" for i in range(10)) + "\n")

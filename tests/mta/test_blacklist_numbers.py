@@ -16,7 +16,7 @@ from mta.queue import claim
 from sms_process.mo import MoHandler
 from smsmta.accounts import sync_accounts
 from smsmta.db.engine import libpq_dsn
-from smsmta.enqueue import DeliverySpec, create_delivery, enqueue
+from smsmta.queue.enqueue import DeliverySpec, create_delivery, enqueue
 from smsmta.settings import MidConfig
 from smsmta.smpp import codec
 from smsmta.smpp.pdu import DeliverSm

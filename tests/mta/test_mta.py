@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from smsmta.enqueue import DeliverySpec
+from smsmta.queue.enqueue import DeliverySpec
 from smsmta.simulator import Smsc
 from tests.mta.conftest import Harness, free_port, mid_config
 

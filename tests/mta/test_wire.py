@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from smsmta.enqueue import DeliverySpec
+from smsmta.queue.enqueue import DeliverySpec
 from smsmta.simulator import SimulatorConfig, Smsc
 from tests.mta.conftest import Harness, mid_config
 

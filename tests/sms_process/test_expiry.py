@@ -1,4 +1,4 @@
-"""The end of the wait for receipts (sms_process.expiry) against a real PostgreSQL.
+"""The end of the wait for receipts (smsmta.queue.expiry) against a real PostgreSQL.
 
 A message still `sent` past its delivery's validity plus receipt_match_wait used to stay
 `sent` for ever (never final, never purged): it now becomes `no_receipt`, final, counted in
@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sms_process.expiry import close_receipts
-from sms_process.process import purge
-from smsmta.enqueue import DeliverySpec, create_delivery
+from smsmta.queue.enqueue import DeliverySpec, create_delivery
+from smsmta.queue.expiry import close_receipts
+from smsmta.queue.purge import purge
 from tests.sms_process.test_purge import DAY, Db, db, settings
 
 __all__ = ["db"]  # the fixture, used by name

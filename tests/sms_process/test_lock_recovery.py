@@ -1,5 +1,5 @@
-"""The SMS process's instance lock through a lost database connection (sms_process.process,
-`_watch_lock`): the lock's backend is terminated (what a PostgreSQL restart does to every
+"""The SMS process's instance lock through a lost database connection (sms_process.lock,
+`InstanceLock.watch`): the lock's backend is terminated (what a PostgreSQL restart does to every
 connection; the restart itself is tests/faults, postgres_restart), and the process takes
 the lock again and goes on, or exits 1 naming the holder when another SMS process has it.
 While it does not hold the lock it stores and answers received PDUs, but handles none."""
@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from sms_process.process import LOCK_KEY, RECONNECT_FIRST, RECONNECT_MAX, Outage
+from sms_process.lock import LOCK_KEY, RECONNECT_FIRST, RECONNECT_MAX, Outage
 from smsmta.simulator import SimulatorConfig, Smsc
 from tests.sms_process.conftest import Service, SmsHarness, sms_config
 
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.timeout(90)
 LOCK_BACKEND = """
 SELECT l.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
 KEY = (LOCK_KEY >> 32, LOCK_KEY & 0xFFFFFFFF)
 

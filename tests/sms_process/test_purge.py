@@ -1,4 +1,4 @@
-"""The retention purge (sms_process.process.purge) against a real PostgreSQL.
+"""The retention purge (smsmta.queue.purge) against a real PostgreSQL.
 
 Rows are written as the services write them (statuses changed by UPDATE, so the status
 trigger sets status_xid; the status pull's acknowledgement by midsourcing.store.pull), then
@@ -17,11 +17,11 @@ from sqlalchemy import URL
 from structlog.testing import capture_logs
 
 from midsourcing import store
-from sms_process.process import purge
 from smsmta import obs
 from smsmta.accounts import sync_accounts
 from smsmta.db.engine import libpq_dsn
-from smsmta.enqueue import DeliverySpec, create_delivery
+from smsmta.queue.enqueue import DeliverySpec, create_delivery
+from smsmta.queue.purge import purge
 from smsmta.settings import MidConfig, SmsProcessService
 from tests.sms_process.conftest import connect, sms_config
 

@@ -17,11 +17,11 @@ from prometheus_client import REGISTRY
 from sqlalchemy import URL
 from structlog.testing import capture_logs
 
-from sms_process.receipts import AccountRules, InboxRow, Reconciler
+from sms_process.receipts import InboxRow, Reconciler
 from smsmta.accounts import sync_accounts
 from smsmta.db.engine import libpq_dsn
-from smsmta.enqueue import DeliverySpec, create_delivery
-from smsmta.policy import RetryPolicy
+from smsmta.policy import AccountRules, RetryPolicy
+from smsmta.queue.enqueue import DeliverySpec, create_delivery
 from smsmta.settings import MidConfig
 from smsmta.smpp import codec
 from smsmta.smpp.pdu import DeliverSm
@@ -229,7 +229,7 @@ async def test_kpis_without_real_time_wait_for_the_sync(migrated_db_url: URL) ->
     out = await handle(w, r, receipt_row(w.account_id, "700"))
     assert await w.kpis() == (0, 0, 0)
     assert out.dirty_deliveries == {w.delivery_id}
-    from sms_process.process import LOCK_DELIVERIES, RECOUNT
+    from smsmta.queue.kpis import LOCK_DELIVERIES, RECOUNT
 
     async with w.conn.transaction():
         await w.conn.execute(LOCK_DELIVERIES, ([w.delivery_id],))
@@ -244,7 +244,7 @@ async def test_purge_deletes_old_provider_ids_in_batches(migrated_db_url: URL) -
         "UPDATE mid.provider_msg_id SET created_at = now() - interval '8 days' "
         "WHERE provider_id::int < 230"
     )
-    from sms_process.process import purge
+    from smsmta.queue.purge import purge
 
     settings = config.sms_process.model_copy(update={"purge_batch": 100})
     counts = await purge(w.conn, settings)

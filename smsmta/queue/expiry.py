@@ -14,8 +14,8 @@ takes them after `broad_log_retention`, once the marketing side pulled the chang
 adds them to the delivery's `no_receipt` KPI and marks the delivery closed
 (`receipts_closed_at`), so it is never scanned again. Bounded statements (`batch` rows
 each), each its own transaction; a receipt arriving later finds the message final and is
-recorded as a duplicate (sms_process.receipts). Touches: the database (`mid.delivery`,
-`mid.broad_log`).
+recorded as a duplicate (sms_process.receipts). The transition (smsmta.queue.states):
+sent -> no_receipt. Touches: the database (`mid.delivery`, `mid.broad_log`).
 """
 
 from __future__ import annotations

@@ -9,6 +9,12 @@ written in one sorted order, so that the MTA children and the SMS process, upser
 same keys concurrently, never deadlock. The full text is kept with the receipt's `Text:`
 preview (the start of the MT, personal data) replaced by its length, unless
 logging.show_personal_data is on (smsmta.obs.mask_receipt_text).
+
+`requalify(conn, qualification, entry_id)` is the operator's `smsmta message-log set`
+(sms_process.admin): one entry becomes hard, soft or ignored; it applies to the failures
+seen from then on (the MTA's writer and the SMS process read the qualification at each
+failure), on the caller's synchronous connection.
+
 Touches: the database (`mid.broad_log_msg`).
 """
 
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from datetime import datetime
 
 import psycopg
 
@@ -27,6 +34,11 @@ INSERT INTO mid.broad_log_msg AS m (key, first_text, count, last_seen_at)
 SELECT key, text, n, now() FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS v(key, text, n)
 ON CONFLICT (key) DO UPDATE SET count = m.count + EXCLUDED.count, last_seen_at = now()
 RETURNING id, key, qualification::text
+"""
+
+SET_QUALIFICATION = """
+UPDATE mid.broad_log_msg SET qualification = %s::mid.failure_type WHERE id = %s
+RETURNING id, qualification::text, count, key, first_text, last_seen_at
 """
 
 
@@ -47,3 +59,11 @@ async def record(
         UPSERT, (keys, [first_text[key] for key in keys], [counts[key] for key in keys])
     )
     return {key: (msg_id, FailureType(qual)) for msg_id, key, qual in await cursor.fetchall()}
+
+
+def requalify(
+    conn: psycopg.Connection, qualification: FailureType, entry_id: int
+) -> tuple[int, str, int, str, str, datetime] | None:
+    """Set one entry's qualification; its row (id, qualification, count, key, first text,
+    last seen at), or None when there is no such entry."""
+    return conn.execute(SET_QUALIFICATION, (qualification.value, entry_id)).fetchone()

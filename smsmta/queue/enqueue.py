@@ -1,10 +1,14 @@
-"""Put a delivery and its messages in the mid queue, at COPY speed.
+"""Put a delivery and its messages in the mid queue, at COPY speed, and cancel them.
 
 `create_delivery()` inserts (or finds, by account and marketing delivery id) a
 `mid.delivery`; `enqueue()` COPYs its messages into `mid.broad_log` in one transaction
 and NOTIFYs the MTA children (channel `smsmta_queue`, payload the account id), so that
-they claim at once instead of at their next poll. The mid API uses both for pushes;
-tests and benchmarks use them to fill the queue. Touches: the database.
+they claim at once instead of at their next poll. The mid API uses both for pushes
+(`enqueue_idempotent()`: a chunk pushed again is not queued twice); tests and benchmarks
+use them to fill the queue. `cancel_pending()` ends a cancelled delivery's messages not
+claimed yet. The transitions (smsmta.queue.states): enqueue -> pending, cancel pending ->
+cancelled. Touches: the database (`mid.delivery`, `mid.broad_log`) and NOTIFY
+smsmta_queue.
 """
 
 from __future__ import annotations
@@ -34,11 +38,15 @@ COPY_MESSAGES = (
 
 
 @dataclass(frozen=True)
-class DeliverySpec:
-    """SPEC section 6 options of a delivery."""
+class SendingOptions:
+    """The SPEC section 6 options of a delivery, which each of its messages goes out with.
 
-    marketing_delivery_id: str
-    label: str = ""
+    A base, declared once: `DeliverySpec` (a delivery to create) and
+    mta.submit.DeliveryOptions (a delivery as the MTA caches it) add what names the
+    delivery from a base listed after this one (`class X(SendingOptions, Name)`): a
+    dataclass takes the fields of its last base first, so the name is the first argument.
+    """
+
     source_addr: str | None = None
     max_parts: int = 5
     transmission_mode: str | None = None
@@ -46,6 +54,17 @@ class DeliverySpec:
     priority: int = 0
     service_type: str | None = None
     service_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _MarketingName:
+    marketing_delivery_id: str
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class DeliverySpec(SendingOptions, _MarketingName):
+    """A delivery to create: its marketing id and label, then its sending options."""
 
 
 async def create_delivery(
@@ -138,3 +157,19 @@ async def enqueue_idempotent(
         )
         await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(account_id)))
     return received, inserted
+
+
+CANCEL_PENDING = (
+    "UPDATE mid.broad_log SET status = 'cancelled', final_at = now(), "
+    "updated_at = now() WHERE delivery_id = %s AND status = 'pending'"
+)
+
+
+async def cancel_pending(conn: psycopg.AsyncConnection, delivery_id: int) -> int:
+    """End the delivery's messages not claimed yet as `cancelled` (final); return how many.
+
+    Claimed ones (`sending`) finish their attempt. Call it in the transaction that marks the
+    delivery cancelled, so that no claim takes a message in between.
+    """
+    cursor = await conn.execute(CANCEL_PENDING, (delivery_id,))
+    return cursor.rowcount

@@ -1,11 +1,11 @@
 """The promise scenarios against the SMSC we did not write, for the tests and the benchmark.
 
-`run_scenario(harness, node, scenario)` starts smsc.js (tests/independent/conftest.py)
+`run_scenario(harness, node, scenario)` starts smsc.js (smsmta.testing.independent)
 with the scenario's SMSC options, writes a mid settings file for one account on it,
-starts the real `smsmta sms-process` and `smsmta mta` (tests/sms_process/conftest.py's
-harness), injects the scenario's MOs (and waits for their opt-outs), enqueues
-`scenario.count` messages straight into the queue (smsmta.enqueue), drops every link
-once `drop_after` submits were accepted when asked, waits until every message is final
+starts the real `smsmta sms-process` and `smsmta mta` (smsmta.testing.harness), injects
+the scenario's MOs (and waits for their opt-outs), enqueues `scenario.count` messages
+straight into the queue (smsmta.queue.enqueue), drops every link once `drop_after`
+submits were accepted when asked, waits until every message is final
 (bounded), stops the services, and compares the SMSC's records with `mid.broad_log`:
 
 - final: messages delivered or failed; lost: the others, plus messages the SMSC never
@@ -38,11 +38,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from smsmta.enqueue import DeliverySpec
+from smsmta.queue.enqueue import DeliverySpec
 from smsmta.settings import Account
-from tests.independent.conftest import IndependentSmsc, independent_smsc
-from tests.mta.conftest import ACCOUNT
-from tests.sms_process.conftest import Service, SmsHarness, sms_config
+from smsmta.testing.harness import ACCOUNT, Service, SmsHarness, sms_config
+from smsmta.testing.independent import IndependentSmsc, independent_smsc
 
 SYSTEM_ID = "smsmta"
 SHORT_CODE = "38000"

@@ -119,9 +119,9 @@ class TcpProxy:
             pass  # stop(): the streams' callback must not see a cancelled task
         finally:
             self._pairs.discard(pair)
-            for end in pair:
-                if end is not None:
-                    end.close()
+            for side in pair:
+                if side is not None:
+                    side.close()
             self._tasks.discard(task)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
