@@ -8,7 +8,9 @@ when it dies (a PostgreSQL restart, a terminated backend) the process rides thro
 reconnects with a capped back-off (RECONNECT_FIRST doubling up to RECONNECT_MAX, one log
 line when the outage begins and one when it ends, never the DSN: `Outage`, which every
 loop of the process uses), takes the lock again with pg_try_advisory_lock, and exits 1
-naming the holder only if another SMS process holds it by then.
+naming the holder only if another SMS process holds it by then (a holder in this database:
+another instance's process in another database of the same server holds its own lock; a
+lock found busy whose holder is gone when looked for is tried again, UNSEEN_RETRIES times).
 
 Without the lock (the owner rule). What only the instance's owner may do is what a second
 SMS process started meanwhile would do too, with state the database does not hold: the
@@ -66,11 +68,14 @@ LOCK_CHECK_TIMEOUT = 20.0
 #: up to the last (an outage of any length is ridden through, at most RECONNECT_MAX apart)
 RECONNECT_FIRST, RECONNECT_MAX = 0.2, 5.0
 RECONNECT = backoff.Backoff(RECONNECT_FIRST, RECONNECT_MAX)
+#: times the lock is tried again when it was busy but its holder was gone when looked for
+UNSEEN_RETRIES = 3
 
 HOLDER = """
 SELECT a.application_name, host(a.client_addr), a.backend_start
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
 
 
@@ -172,6 +177,7 @@ class InstanceLock:
     async def _retake(self, outage: Outage, delay: float) -> bool:
         """Reconnect with back-off and take the lock again; False (exit 1) when another SMS
         process holds it by then."""
+        unseen = 0
         while True:
             await asyncio.sleep(delay)
             conn: psycopg.AsyncConnection | None = None
@@ -189,6 +195,12 @@ class InstanceLock:
                 continue
             if name == self.application_name:  # our own session from before, not gone yet
                 delay = outage.failed(f"the lock is still held by {holder}")
+                continue
+            if name is None and unseen < UNSEEN_RETRIES:
+                # no holder by the time we looked: the lock came free in between (our own
+                # terminated backend exiting), so it is tried again rather than given up
+                unseen += 1
+                delay = outage.failed("the lock was busy, then no holder could be seen")
                 continue
             log.error("sms_process.lock_taken", holder=holder)
             print(

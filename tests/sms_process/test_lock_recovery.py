@@ -10,10 +10,13 @@ import asyncio
 
 import psycopg
 import pytest
+from sqlalchemy.engine import URL
 from structlog.testing import capture_logs
 
-from sms_process.lock import LOCK_KEY, RECONNECT_FIRST, RECONNECT_MAX, Outage
+from sms_process.lock import LOCK_KEY, RECONNECT_FIRST, RECONNECT_MAX, Outage, _holder
+from smsmta.db.engine import libpq_dsn
 from smsmta.simulator import SimulatorConfig, Smsc
+from smsmta.testing.stack import scratch_database
 from tests.sms_process.conftest import Service, SmsHarness, sms_config
 
 pytestmark = pytest.mark.timeout(90)
@@ -153,3 +156,21 @@ def test_an_outage_is_logged_once_backs_off_and_masks_the_password() -> None:
     assert [entry["event"] for entry in logs] == ["sms_process.db_lost", "sms_process.db_back"]
     assert "s3cret" not in repr(logs)
     assert logs[1]["attempts"] == 12
+
+
+async def test_an_instance_in_another_database_is_not_taken_for_the_holder(
+    pg_server_url: URL, fresh_db_url: URL
+) -> None:
+    """Two mid instances on one PostgreSQL server (a database each) hold the same advisory
+    key, each in its own database: the holder named to one must never be the other."""
+    with scratch_database(pg_server_url, "smsmta_other") as other_url:
+        async with (
+            await psycopg.AsyncConnection.connect(
+                libpq_dsn(other_url), autocommit=True, application_name="other-instance"
+            ) as other,
+            await psycopg.AsyncConnection.connect(libpq_dsn(fresh_db_url), autocommit=True) as ours,
+        ):
+            await other.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+            name, description = await _holder(ours)
+            assert name is None, description
+            assert "other-instance" not in description
